@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian 12 / Python 3.11 machine for samstream.
+#   bash install.sh          runtime: system libraries + .venv with samstream installed
+#   bash install.sh test     the same, plus what the test suite needs
+# Re-running is cheap: each step is skipped when its stamp matches the inputs it was built from.
+set -euo pipefail
+cd "$(dirname "$0")"
+want_test=0
+[ "${1:-}" = "test" ] && want_test=1
+
+apt_pkgs=(libsndfile1 libportaudio2 ffmpeg)
+[ $want_test = 1 ] && apt_pkgs+=()
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3.11 -m venv .venv
+extras="t5"
+[ $want_test = 1 ] && extras="t5,test"
+stamp="$(cat pyproject.toml | sha1sum | cut -c1-12)-$extras"
+if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
+  echo "install.sh: installing Python packages ($extras)"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
+  echo "$stamp" > .venv/.install-stamp
+fi
+echo "install.sh: ready (.venv)"

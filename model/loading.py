@@ -1,0 +1,192 @@
+"""Loading official SAM Audio checkpoints from a local directory (config.json + checkpoint.pt/model.safetensors).
+
+Behaviour, compared with the official `from_pretrained`:
+- dimensions always come from config.json; the DACVAE watermark widths (hard-coded upstream) are read
+  from the checkpoint's tensor shapes;
+- loading is strict: every expected key must be present with the expected shape, and nothing else,
+  except the prefixes the official loader skips (text_encoder, visual_ranker, text_ranker,
+  span_predictor) and `vision_encoder.model.*` (PE-Core), which is set aside with a message because
+  visual prompting needs a PE-Core implementation we do not ship;
+- rankers and the span predictor are never built (the official loader builds them all and runs out of
+  memory on 16-32 GB cards);
+- the model is built on the meta device and the checkpoint tensors are assigned, so a 3B checkpoint
+  does not cost twice its size in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from samstream.model.dacvae import infer_watermark_widths
+from samstream.model.errors import ModelLoadError
+from samstream.model.sam_audio import SAMAudio, SAMAudioConfig
+
+log = logging.getLogger(__name__)
+
+SKIPPED_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
+VISION_PREFIX = "vision_encoder.model."
+CHECKPOINT_FILES = ("model.safetensors", "checkpoint.pt")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: SAMAudio
+    directory: Path
+    set_aside: dict[str, int]  # prefix -> number of tensors not loaded (e.g. the vision encoder)
+
+
+def resolve_model_directory(name: str | os.PathLike) -> Path:
+    """A local directory, or a Hugging Face id fetched with huggingface_hub when it is installed and reachable."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; pass the directory that holds config.json and checkpoint.pt")
+        return path
+    text = str(name)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise ModelLoadError(
+                f"{text!r} is not a local directory, and huggingface_hub is not installed to fetch it as a "
+                "Hugging Face id; download the model and pass its directory"
+            ) from None
+        try:
+            return Path(snapshot_download(text, allow_patterns=["config.json", "checkpoint.pt"]))
+        except Exception as error:  # network, auth (gated repo), missing repo
+            raise ModelLoadError(f"could not fetch {text!r} from the Hugging Face hub ({error}); "
+                                 "download it elsewhere and pass the local directory") from None
+    raise ModelLoadError(f"model directory {path} does not exist")
+
+
+def read_config(directory: Path) -> dict:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        present = sorted(p.name for p in directory.iterdir())[:20]
+        raise ModelLoadError(
+            f"{directory} has no config.json (found: {', '.join(present) or 'nothing'}); a SAM Audio model "
+            "directory holds the official config.json and checkpoint.pt (or model.safetensors)"
+        )
+    try:
+        return json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{config_path} is not valid JSON ({error})") from None
+
+
+def read_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    for name in CHECKPOINT_FILES:
+        path = directory / name
+        if path.is_file():
+            break
+    else:
+        raise ModelLoadError(f"{directory} holds no checkpoint: expected one of {', '.join(CHECKPOINT_FILES)}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, Exception) as error:
+        raise ModelLoadError(
+            f"{path} cannot be read: it is corrupt or truncated ({type(error).__name__}: {error}); "
+            "download it again"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict of tensors")
+    return state, path
+
+
+def build_model(config: dict, state: dict[str, torch.Tensor]) -> SAMAudio:
+    try:
+        widths = infer_watermark_widths({k[len("audio_codec."):]: v for k, v in state.items()
+                                         if k.startswith("audio_codec.")})
+        sam_config = SAMAudioConfig.from_dict(config, codec_overrides=widths)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"config.json does not describe a SAM Audio model: {error}") from None
+    with torch.device("meta"):
+        return SAMAudio(sam_config)
+
+
+def split_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    kept, set_aside = {}, {}
+    for key, tensor in state.items():
+        prefix = next((p for p in SKIPPED_PREFIXES + (VISION_PREFIX,) if key.startswith(p)), None)
+        if prefix is None:
+            kept[key] = tensor
+        else:
+            set_aside[prefix] = set_aside.get(prefix, 0) + 1
+    return kept, set_aside
+
+
+def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if wrong_shape:
+        problems.append(
+            f"{len(wrong_shape)} tensors have another shape than config.json implies (is the checkpoint of "
+            f"another model size than its config?): " + "; ".join(wrong_shape[:8])
+        )
+    if missing:
+        problems.append(f"{len(missing)} missing keys: " + ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else ""))
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} unexpected keys: " + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else "")
+        )
+    if problems:
+        raise ModelLoadError("checkpoint does not match config.json: " + " | ".join(problems))
+
+
+def rebuild_buffers(model: SAMAudio) -> None:
+    """Non-persistent buffers (RoPE tables...) are not in checkpoints: recompute them off the meta device."""
+    for module in model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta:
+                if not hasattr(module, "rebuild_buffers"):
+                    raise RuntimeError(f"{type(module).__name__}.{name} is not in the checkpoint and cannot be rebuilt")
+                module.rebuild_buffers()
+                break
+
+
+def load_sam_audio(name: str | os.PathLike, dtype: torch.dtype | None = None, progress: bool = True) -> LoadedCheckpoint:
+    """Load an official SAM Audio model directory (or Hugging Face id) for inference (eval mode, CPU)."""
+    from tqdm import tqdm
+
+    steps = tqdm(total=4, desc="loading SAM Audio", unit="step", disable=not progress)
+    directory = resolve_model_directory(name)
+    config = read_config(directory)
+    steps.update()
+    steps.set_postfix_str("reading checkpoint")
+    state, _ = read_state_dict(directory)
+    steps.update()
+    state, set_aside = split_checkpoint(state)
+    model = build_model(config, state)
+    check_keys(model, state)
+    steps.update()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    rebuild_buffers(model)
+    model.eval()
+    steps.update()
+    steps.close()
+    if VISION_PREFIX in set_aside:
+        log.warning(
+            "set aside %d vision_encoder.model.* tensors (PE-Core): visual-mask prompting needs a PE-Core "
+            "implementation, which samstream does not include; text and span prompts work",
+            set_aside[VISION_PREFIX],
+        )
+    return LoadedCheckpoint(model, directory, set_aside)

@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# The shared folder sits beside the repository, on developer machines and on CI alike.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PARITY = SHARED / "parity"
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    assert (PARITY / "config.json").is_file(), f"parity vectors not found at {PARITY}"
+    return PARITY
+
+
+@pytest.fixture(scope="session")
+def parity_vectors(parity_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(parity_dir / "vectors.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def parity_meta(parity_dir) -> dict:
+    return json.loads((parity_dir / "vectors.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def parity_model(parity_dir):
+    from samstream.model.loading import load_sam_audio
+
+    return load_sam_audio(parity_dir, progress=False).model
