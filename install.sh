@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 want_test=0
 [ "${1:-}" = "test" ] && want_test=1
 
-apt_pkgs=(libsndfile1 libportaudio2 ffmpeg)
+apt_pkgs=(libsndfile1 libportaudio2)
 [ $want_test = 1 ] && apt_pkgs+=()
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -480,6 +480,12 @@ class DACVAE(nn.Module):
         lo, hi = _receptive_span(layers, 0, self.hop_length - 1)
         return max(-lo, hi)
 
+    @property
+    def decode_frame_multiple(self) -> int:
+        """Watermarked decoding needs T to be a multiple of this (1 for the released codec, 5 for the parity one)."""
+        factor = self.decoder.watermark_factor
+        return factor // math.gcd(self.hop_length, factor)
+
     def encode(self, wav: Tensor) -> Tensor:
         """[B, 1, S] → VAE mean [B, C, ceil(S / hop)], as the official wrapper: the waveform is reflect-padded
         on the right to a multiple of hop first (no sampling, no normalisation)."""

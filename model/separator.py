@@ -10,7 +10,6 @@ span prompts in seconds, a choice of ODE solver and step count, and progress.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -57,12 +56,15 @@ class SAMAudioSeparator:
         model: SAMAudio,
         text_encoder: TextEncoder | None = None,
         solver: SolverConfig = SolverConfig(),
-        model_directory: Path | None = None,
+        missing_text_encoder: str | None = None,
     ):
+        """`missing_text_encoder` is the message to give when a text prompt arrives without an encoder."""
         self.model = model
         self.prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self.solver = solver
-        self.model_directory = model_directory
+        self.missing_text_encoder = missing_text_encoder or (
+            "this model has no text encoder loaded, so text prompts cannot be used; span prompts work without it"
+        )
         self.sample_rate = model.config.audio_codec.sample_rate
         self.hop = model.audio_codec.hop_length
 
@@ -71,11 +73,7 @@ class SAMAudioSeparator:
         if all(p is None for p in prompts):
             return None, None
         if self.prompts is None:
-            raise PromptError(
-                "this model has no text encoder loaded, so text prompts cannot be used: SAM Audio needs its T5 "
-                "encoder (t5-base) from a local directory (--text-encoder DIR or SAMSTREAM_T5_DIR); span prompts "
-                "work without it"
-            )
+            raise PromptError(self.missing_text_encoder)
         # The reference encodes "" for items without a description (T5 then yields only the EOS token).
         return self.prompts.get([p if p is not None else "" for p in prompts])
 
@@ -88,7 +86,15 @@ class SAMAudioSeparator:
     ) -> SamplingInputs:
         """Zero-pad a batch of model-rate waveforms, encode the mixture, prompts and spans."""
         lengths = [w.shape[-1] for w in waveforms]
-        padded = torch.zeros(len(waveforms), 1, max(lengths))
+        # A test-size codec can only decode frame counts that are multiples of decode_frame_multiple (1 for the
+        # released codec, which therefore pads exactly like the reference): extra frames are padding.
+        multiple = self.model.audio_codec.decode_frame_multiple
+        frames_total = -(-max(lengths) // self.hop)
+        if frames_total % multiple:
+            length = -(-frames_total // multiple) * multiple * self.hop
+        else:
+            length = max(lengths)
+        padded = torch.zeros(len(waveforms), 1, length)
         for i, wav in enumerate(waveforms):
             padded[i, 0, : wav.shape[-1]] = wav
         latent = self.model.audio_codec.encode(padded.to(self.model.proj.weight.dtype))  # [B,C,T]
