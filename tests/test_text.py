@@ -1,0 +1,70 @@
+"""Text prompts for SAM Audio checkpoints: a T5 encoder from a local directory, and the shared prompt cache.
+
+t5-base itself cannot be fetched here, so the test saves a small random T5 (the real transformers classes,
+with a word-level tokenizer) in the same on-disk format and loads it through the user-facing path."""
+
+import numpy as np
+import pytest
+import torch
+
+from samstream.model.errors import PromptError
+from samstream.model.registry import load_separator
+from samstream.model.text import PromptCache, T5TextEncoder, find_t5_encoder
+
+WORDS = ["dog", "barking", "man", "speaking", "a", "the", "piano", "siren"]
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    directory = tmp_path_factory.mktemp("t5-small-random")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(directory)
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    T5EncoderModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_t5_encoder_pads_to_longest_and_appends_eos(t5_dir):
+    encoder = T5TextEncoder(t5_dir)
+    features, mask = encoder.encode(["dog barking", "a man speaking the piano"])
+    assert features.shape == (2, 6, 32)
+    assert mask.sum(1).tolist() == [3, 6]  # words + EOS
+
+
+def test_prompt_cache_encodes_each_text_once_and_matches_direct_encoding(t5_dir):
+    encoder = T5TextEncoder(t5_dir)
+    cache = PromptCache(encoder, capacity=2)
+    features, mask = cache.get(["dog barking", "siren", "dog barking"])
+    assert cache.misses == 2 and cache.hits == 1
+    direct, _ = encoder.encode(["dog barking"])
+    torch.testing.assert_close(features[0, :3], direct[0, :3])
+    torch.testing.assert_close(features[2], features[0])
+    cache.get(["piano"])  # evicts the least recently used entry
+    assert len(cache._entries) == 2
+
+
+def test_text_prompt_separation_with_a_local_t5(t5_dir, parity_dir):
+    separator = load_separator(str(parity_dir), text_encoder=t5_dir, progress=False)
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal(16000)).astype(np.float32)
+    dog = separator.separate(audio, 16000, prompt="dog barking")
+    siren = separator.separate(audio, 16000, prompt="siren")
+    assert dog.target.shape == audio.shape
+    assert not np.allclose(dog.target, siren.target)  # the prompt reaches the model
+    again = separator.separate(audio, 16000, prompt="dog barking")
+    np.testing.assert_array_equal(dog.target, again.target)
+    assert separator.prompts.hits >= 1
+
+
+def test_text_encoder_of_the_wrong_width_is_rejected(t5_dir):
+    with pytest.raises(PromptError, match="has width 32 but this checkpoint expects 768"):
+        find_t5_encoder(768, explicit=t5_dir)
