@@ -1,0 +1,320 @@
+"""Many streams, one processor: batched compute on a worker thread, with declared degradation.
+
+Each round the worker takes the next pending hop of every session that has one (at most
+`max_batch` sessions, taking turns when more are waiting) and makes ONE `processor.process` call
+for all of them. Streams are desynchronised: a session with no complete hop simply sits the round
+out, like a stream masked off by moshi's execution mask.
+
+Threads. The asyncio event loop only buffers input (validation and resampling of one frame) and
+hands out finished output; everything that calls the processor (`init_state` when a stream opens,
+`set_prompt`, `process`) runs on the worker thread. One lock serialises access to the sessions'
+buffers; compute runs outside it. Queues are bounded: a stream's backlog is capped at
+`max_queue_hops` (feeding more raises `StreamInputError`) and its buffers are preallocated.
+
+Degradation, when compute falls behind real time. The signal is the age of the oldest pending hop:
+how long the audio that completed it has waited for the round that takes it. With `budget` =
+`realtime_budget_s`:
+  level 0  full quality: `processor.max_steps` sampling steps;
+  level 1  fewer steps (`reduced_steps`), once a hop has waited more than `budget`;
+  level 2  pass-through, once a hop has waited more than 2 x `budget`: the processor is not run and
+           the target carries the input mixture itself and the residual is silent (their sum stays the
+           mixture), delayed by the processor delay so the stream keeps its latency L; the switch into and out of pass-through
+           is an equal-power crossfade (the first pass-through hop still runs the processor, at
+           reduced steps, to have something to fade from). The processor state skips the
+           passed-through hops: its context has a gap when it resumes.
+Recovery steps down one level at a time, once the oldest hop waits less than budget/2 and the
+current level has lasted `recover_s`. The level applies to every stream (they share the compute)
+and each stream's metrics count the seconds it spent at each level.
+
+Transports should feed frames as they arrive (call `push` again before the previous call has
+returned; frames are taken in call order), so that a backlog shows up here as waiting hops rather
+than in the transport's buffers. One stream's error (bad frame, failing prompt, processor error)
+is raised to that stream only; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH, SessionMetrics
+from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
+from samstream.stream.session import StreamSession
+
+
+@dataclass
+class _Waiter:
+    samples: int  # output samples owed to this call
+    future: asyncio.Future
+
+
+class StreamHandle:
+    """One client stream served by a `Batcher`; get one with `await batcher.open(prompt, client_rate)`."""
+
+    def __init__(self, batcher: Batcher, session: StreamSession, loop: asyncio.AbstractEventLoop) -> None:
+        self._batcher = batcher
+        self.session = session
+        self._loop = loop
+        self._waiters: deque[_Waiter] = deque()
+        self.error: BaseException | None = None  # set when the stream failed; it is then out of the rounds
+        self._closing = False
+
+    @property
+    def latency_samples(self) -> int:
+        return self.session.latency_samples
+
+    @property
+    def metrics(self) -> SessionMetrics:
+        return self.session.metrics
+
+    async def push(self, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed a frame; returns exactly len(pcm) samples of (target, residual) once they are computed."""
+        self._check_usable()
+        with self._batcher._lock:
+            self.session.feed(pcm)
+            future = self._expect(len(pcm))
+        return await future
+
+    async def set_prompt(self, prompt: Prompt) -> None:
+        """Switch prompts, crossfading, from the next hop the worker takes (hops already queued may still
+        use the old prompt). Runs on the worker, since the processor may encode text."""
+        self._check_usable()
+        await self._batcher._call(lambda: self.session.set_prompt(prompt))
+
+    async def close(self) -> tuple[np.ndarray, np.ndarray]:
+        """End the stream; returns its last `latency_samples` samples of (target, residual)."""
+        self._check_usable()
+        self._closing = True
+        with self._batcher._lock:
+            self.session.finish()
+            future = self._expect(self.session.latency_samples)
+        try:
+            return await future
+        finally:
+            self._batcher._forget(self)
+
+    def _check_usable(self) -> None:
+        if self.error is not None:
+            raise StreamInputError(f"this stream failed and was closed ({self.error}): open a new stream")
+        if self._closing:
+            raise StreamInputError("this stream was closed: open a new stream")
+
+    def _expect(self, samples: int) -> asyncio.Future:
+        """Queue a claim on the next `samples` output samples (caller holds the lock)."""
+        future = self._loop.create_future()
+        self._waiters.append(_Waiter(samples, future))
+        self._batcher._lock.notify()
+        self._loop.call_soon(self._resolve)
+        return future
+
+    def _resolve(self) -> None:
+        """On the event loop: hand out output to the waiting calls, in call order."""
+        with self._batcher._lock:
+            while self._waiters:
+                waiter = self._waiters[0]
+                if self.error is None and self.session.output_available < waiter.samples:
+                    return
+                self._waiters.popleft()
+                if self.error is not None:
+                    if not waiter.future.done():
+                        waiter.future.set_exception(self.error)
+                    continue
+                output = self.session.pull(waiter.samples)  # pulled even if cancelled: keeps the accounting
+                if not waiter.future.done():
+                    waiter.future.set_result(output)
+
+    def _notify(self) -> None:
+        """From the worker: new output or an error may be waiting."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._resolve)
+
+
+class Batcher:
+    """Serves many `StreamHandle`s with one processor (see the module docstring for rounds and degradation)."""
+
+    def __init__(
+        self,
+        processor: ChunkProcessor,
+        max_batch: int = 16,
+        max_queue_hops: int | None = None,
+        *,
+        reduced_steps: int | None = None,
+        realtime_budget_s: float | None = None,
+        recover_s: float = 1.0,
+        quality: str = "HQ",
+        crossfade_ms: float = 20.0,
+        max_frame_s: float = 1.0,
+    ) -> None:
+        hop = processor.hop_samples
+        hop_s = hop / processor.sample_rate
+        self.processor = processor
+        self.max_batch = max_batch
+        self.reduced_steps = reduced_steps or max(1, processor.max_steps // 2)
+        self.budget_s = realtime_budget_s if realtime_budget_s is not None else max(0.1, 4 * hop_s)
+        self.recover_s = recover_s
+        self._session_options = dict(
+            quality=quality,
+            crossfade_ms=crossfade_ms,
+            max_frame_s=max_frame_s,
+            max_backlog_hops=max_queue_hops or math.ceil(2.0 / hop_s),
+        )
+        self.level = FULL
+        self._level_since = time.monotonic()
+        self._lock = threading.Condition()
+        self._handles: list[StreamHandle] = []
+        self._controls: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
+        self._turn = 0  # round-robin start, for when more than max_batch sessions wait
+        self._hops = np.empty((2 * max_batch, hop), dtype=np.float32)  # a fade runs two states on one hop
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="samstream-batcher", daemon=True)
+        self._thread.start()
+
+    async def __aenter__(self) -> Batcher:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    async def open(self, prompt: Prompt, client_rate: int) -> StreamHandle:
+        """Start a stream (the processor's `init_state` runs on the worker)."""
+        session = await self._call(
+            lambda: StreamSession(self.processor, client_rate, prompt, **self._session_options)
+        )
+        handle = StreamHandle(self, session, asyncio.get_running_loop())
+        with self._lock:
+            self._handles.append(handle)
+        return handle
+
+    async def aclose(self) -> None:
+        """Stop the worker; streams still open fail with an error."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        await asyncio.to_thread(self._thread.join)
+        closed = RuntimeError("the batcher was closed")
+        for _, future in self._controls:
+            future.set_exception(closed)
+        for handle in self._handles:
+            handle.error = closed
+            handle._resolve()
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the worker thread between rounds."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the batcher was closed")
+            self._controls.append((fn, future))
+            self._lock.notify()
+        return await asyncio.wrap_future(future)
+
+    def _forget(self, handle: StreamHandle) -> None:
+        with self._lock:
+            if handle in self._handles:
+                self._handles.remove(handle)
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._stopping or self._controls or self._waiting())
+                if self._stopping:
+                    return
+                controls = list(self._controls)
+                self._controls.clear()
+            for fn, future in controls:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as error:  # handed to the caller, whatever it is
+                        future.set_exception(error)
+            self._round()
+
+    def _waiting(self) -> list[StreamHandle]:
+        return [h for h in self._handles if h.error is None and h.session.pending_hops]
+
+    def _round(self) -> None:
+        with self._lock:
+            waiting = self._waiting()
+            if not waiting:
+                return
+            self._turn = (self._turn + 1) % len(waiting)
+            now = time.monotonic()
+            self._update_level(max(h.session.backlog_age(now) for h in waiting), now)
+            level = self.level
+            batch: list[tuple[StreamHandle, int]] = []  # (stream, how many states it runs)
+            states: list[Any] = []
+            for handle in (waiting[self._turn :] + waiting[: self._turn])[: self.max_batch]:
+                try:
+                    taken = handle.session.begin_hop(passthrough=level == PASS_THROUGH)
+                except Exception as error:  # a broken stream must not stop the round
+                    self._fail(handle, error)
+                    continue
+                self._hops[len(states) : len(states) + len(taken)] = handle.session.audio
+                states += taken
+                batch.append((handle, len(taken)))
+        steps = self.processor.max_steps if level == FULL else self.reduced_steps
+        started = time.perf_counter()
+        results = self._compute(states, [count for _, count in batch], steps)
+        per_row = (time.perf_counter() - started) / max(1, len(states))
+        with self._lock:
+            for (handle, count), result in zip(batch, results):
+                if isinstance(result, Exception):
+                    self._fail(handle, result)
+                    continue
+                try:
+                    handle.session.end_hop(result, level)
+                except Exception as error:  # an engine fault in one stream must not stop the others
+                    self._fail(handle, error)
+                    continue
+                handle.session.metrics.compute_s += per_row * count
+                handle._notify()
+
+    def _fail(self, handle: StreamHandle, error: Exception) -> None:
+        handle.error = error
+        self._forget(handle)
+        handle._notify()
+
+    def _compute(self, states: list[Any], counts: list[int], steps: int) -> list[np.ndarray | None | Exception]:
+        """Each stream's rows of one batched call. If the call fails, each stream runs alone, so only
+        the streams that fail again are failed."""
+        bounds = list(zip(np.cumsum([0] + counts[:-1]), np.cumsum(counts)))
+        if not states:
+            return [None] * len(counts)
+        try:
+            out = run_processor(self.processor, states, self._hops[: len(states)], steps)
+        except Exception as error:
+            if sum(1 for count in counts if count) == 1:
+                return [error if count else None for count in counts]
+            return [self._compute_alone(states[a:b], self._hops[a:b], steps) for a, b in bounds]
+        return [out[a:b] if b > a else None for a, b in bounds]
+
+    def _compute_alone(self, states: list[Any], hops: np.ndarray, steps: int) -> np.ndarray | None | Exception:
+        if not states:
+            return None
+        try:
+            return run_processor(self.processor, states, hops, steps)
+        except Exception as error:
+            return error
+
+    def _update_level(self, age: float, now: float) -> None:
+        if age > 2 * self.budget_s:
+            level = PASS_THROUGH
+        elif age > self.budget_s:
+            level = max(self.level, FEWER_STEPS)
+        elif age < self.budget_s / 2 and now - self._level_since >= self.recover_s:
+            level = max(self.level - 1, FULL)
+        else:
+            level = self.level
+        if level != self.level:
+            self.level = level
+            self._level_since = now

@@ -1,0 +1,157 @@
+"""Batcher: batched rounds equal each stream alone, declared degradation under a slow model, fault isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from test_session import DSPProcessor, jittery_frames, mixture, offline, stream
+
+from samstream.model.errors import AudioInputError
+from samstream.stream.batcher import Batcher, StreamHandle
+from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH
+from samstream.stream.processor import Prompt, StreamInputError
+from samstream.stream.session import StreamSession
+
+NEVER = math.inf  # realtime budget for tests about exactness: never degrade, however loaded the machine
+
+
+async def stream_frames(handle: StreamHandle, frames: list[np.ndarray]) -> np.ndarray:
+    """Push frames one after another, then close. Returns [2, total] with the closing tail."""
+    outputs = []
+    for frame in frames:
+        target, residual = await handle.push(frame)
+        assert len(target) == len(residual) == len(frame)
+        outputs.append(np.stack([target, residual]))
+    outputs.append(np.stack(await handle.close()))
+    return np.concatenate(outputs, axis=1)
+
+
+def alone(rate: int, text: str, frames: list[np.ndarray], **processor_args) -> np.ndarray:
+    return stream(StreamSession(DSPProcessor(**processor_args), rate, Prompt(text)), frames)
+
+
+async def test_sixteen_streams_batched_equal_each_stream_alone():
+    processor = DSPProcessor(hop=160, delay=30)
+    rates = [16000, 48000, 22050, 8000] * 4
+    texts = [f"prompt {'x' * i}" for i in range(16)]  # 16 different separations
+    frames = [jittery_frames(mixture(0.4, rate, seed=i), seed=i) for i, rate in enumerate(rates)]
+    async with Batcher(processor, max_batch=16, realtime_budget_s=NEVER) as batcher:
+        handles = [await batcher.open(Prompt(text), rate) for text, rate in zip(texts, rates)]
+        outputs = await asyncio.gather(*(stream_frames(h, f) for h, f in zip(handles, frames)))
+    for i, (rate, text) in enumerate(zip(rates, texts)):
+        expected = alone(rate, text, frames[i], hop=160, delay=30)
+        assert outputs[i].shape == expected.shape == (2, sum(map(len, frames[i])) + handles[i].latency_samples)
+        np.testing.assert_array_equal(outputs[i], expected)
+    rows = [count for count, _ in processor.calls]
+    assert max(rows) > 8 and len(rows) < sum(rows) / 4  # desynchronised streams really shared calls
+    assert all(h.metrics.degraded_s == {FEWER_STEPS: 0.0, PASS_THROUGH: 0.0} for h in handles)
+
+
+async def realtime(handle: StreamHandle, x: np.ndarray, frame: int) -> list:
+    """Send frames at the audio's own pace without waiting for results (as a transport does)."""
+    pushes = []
+    for start in range(0, len(x), frame):
+        pushes.append(asyncio.ensure_future(handle.push(x[start : start + frame])))
+        await asyncio.sleep(frame / 16000)
+    return await asyncio.gather(*pushes)
+
+
+async def test_slow_model_degrades_then_recovers_and_metrics_show_it():
+    # 8 steps x 6 ms = 48 ms of compute per 10 ms hop: hopelessly behind real time, even at 4 steps.
+    processor = DSPProcessor(hop=160, max_steps=8, seconds_per_step=0.006)
+    x = mixture(2.0, 16000)
+    async with Batcher(processor, realtime_budget_s=0.05, recover_s=0.05) as batcher:
+        assert batcher.reduced_steps == 4
+        handles = [await batcher.open(Prompt("wind"), 16000) for _ in range(3)]
+        await asyncio.gather(*(realtime(h, x[:8000], 160) for h in handles))
+        for handle in handles:
+            assert handle.metrics.degraded_s[FEWER_STEPS] > 0
+            assert handle.metrics.degraded_s[PASS_THROUGH] > 0
+        assert {steps for _, steps in processor.calls} == {8, 4}
+        assert len(processor.calls) < 0.9 * 8000 / 160  # pass-through hops skipped the model
+
+        # The model keeps up again: the batcher steps back, one level at a time, to full quality.
+        processor.seconds_per_step = 0.0
+        slow_calls, start = len(processor.calls), 8000
+        while batcher.level != FULL or (3, 8) not in processor.calls[slow_calls:]:
+            assert start < len(x), "the batcher did not recover"
+            await asyncio.gather(*(realtime(h, x[start : start + 800], 160) for h in handles))
+            start += 800
+        tails = await asyncio.gather(*(h.close() for h in handles))
+        assert all(len(tail[0]) == handles[0].latency_samples for tail in tails)
+        assert handles[0].metrics.audio_in_s == pytest.approx(start / 16000)
+        assert handles[0].metrics.compute_s > 0 and handles[0].metrics.rtf > 0
+
+
+async def test_bad_frames_in_one_stream_leave_every_stream_intact():
+    x = mixture(0.3, 16000)
+    frames = [x[i : i + 480] for i in range(0, len(x), 480)]
+    bad_frames = [np.zeros(480, dtype=np.float64), np.zeros((480, 2), dtype=np.float32), np.full(480, np.nan, np.float32)]
+    async with Batcher(DSPProcessor(), realtime_budget_s=NEVER) as batcher:
+        handles = [await batcher.open(Prompt(text), 16000) for text in ("rain", "thunder", "wind")]
+        outputs = [[] for _ in handles]
+        for index, frame in enumerate(frames):
+            if index % 4 == 1:
+                with pytest.raises(StreamInputError):
+                    await handles[1].push(bad_frames[index % 3])
+            results = await asyncio.gather(*(h.push(frame) for h in handles))
+            for out, result in zip(outputs, results):
+                out.append(np.stack(result))
+        for out, handle in zip(outputs, handles):
+            out.append(np.stack(await handle.close()))
+    for out, text in zip(outputs, ("rain", "thunder", "wind")):
+        np.testing.assert_array_equal(np.concatenate(out, axis=1), alone(16000, text, frames))
+
+
+async def test_processor_failure_fails_only_its_stream():
+    x = mixture(0.3, 16000)
+    frames = [x[i : i + 320] for i in range(0, len(x), 320)]
+    async with Batcher(DSPProcessor(), realtime_budget_s=NEVER) as batcher:
+        doomed = await batcher.open(Prompt("explode"), 16000)
+        healthy = [await batcher.open(Prompt(text), 16000) for text in ("rain", "owl")]
+
+        async def until_failure() -> BaseException:
+            for frame in frames:
+                try:
+                    await doomed.push(frame)
+                except RuntimeError as error:
+                    return error
+            raise AssertionError("the failing stream never reported its error")
+
+        failure, *outputs = await asyncio.gather(until_failure(), *(stream_frames(h, frames) for h in healthy))
+    assert "exploded" in str(failure)
+    with pytest.raises(StreamInputError, match="failed and was closed"):
+        await doomed.push(frames[0])
+    for out, text in zip(outputs, ("rain", "owl")):
+        np.testing.assert_array_equal(out, alone(16000, text, frames))
+
+
+async def test_bad_rate_frame_limit_backlog_limit_and_prompt_change():
+    processor = DSPProcessor(hop=160)
+    x = mixture(0.8, 16000)
+    async with Batcher(processor, max_queue_hops=8, max_frame_s=0.05, realtime_budget_s=NEVER) as batcher:
+        with pytest.raises(AudioInputError, match="96000"):
+            await batcher.open(Prompt("dog"), 96000)
+        handle = await batcher.open(Prompt("dog"), 16000)
+        with pytest.raises(StreamInputError, match="too long"):
+            await handle.push(x[:801])
+        # A stalled model: the backlog fills up to its bound, then further audio is refused, not buffered.
+        processor.gate.clear()
+        pushes = [asyncio.ensure_future(handle.push(x[i : i + 320])) for i in range(0, 1280, 320)]  # 8 hops
+        await asyncio.sleep(0)
+        with pytest.raises(StreamInputError, match="backlog full"):
+            await handle.push(x[1280:1600])
+        processor.gate.set()
+        first = [np.stack(out) for out in await asyncio.gather(*pushes)]
+        rest = [np.stack(await handle.push(x[i : i + 320])) for i in range(1280, 6400, 320)]
+        await handle.set_prompt(Prompt("a much longer prompt"))
+        rest += [np.stack(await handle.push(x[i : i + 320])) for i in range(6400, len(x), 320)]
+        out = np.concatenate(first + rest + [np.stack(await handle.close())], axis=1)
+    aligned = out[:, handle.latency_samples :]
+    assert aligned.shape == (2, len(x))
+    # (The refused frame was sent again afterwards, so the stream is continuous.)
+    np.testing.assert_array_equal(aligned[:, :4000], offline(x, "dog")[:, :4000])
+    np.testing.assert_array_equal(aligned[:, -3000:], offline(x, "a much longer prompt")[:, -3000:])
