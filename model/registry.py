@@ -19,7 +19,7 @@ def load_separator(name: str = DEFAULT_MODEL, text_encoder: str | os.PathLike | 
         except ImportError:
             raise ModelLoadError("the embedded default model is not part of this build; pass --model DIR with a "
                                  "SAM Audio checkpoint directory") from None
-        return load_embedded(progress=progress)
+        return load_embedded()
     from samstream.model.loading import load_sam_audio
     from samstream.model.separator import SAMAudioSeparator
     from samstream.model.text import find_t5_encoder

@@ -12,6 +12,8 @@ import importlib
 # target -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 TARGETS: dict[str, tuple[str, str]] = {
     "model": ("samstream.stream.commands.bench_model", "SAM Audio DiT/codec time per second of audio"),
+    "window": ("samstream.stream.commands.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
+    "e2e": ("samstream.stream.commands.bench_e2e", "WebSocket end-to-end latency and real-time stream capacity"),
 }
 
 

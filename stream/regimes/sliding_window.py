@@ -1,0 +1,351 @@
+"""Sliding-window regeneration: streaming with the bidirectional official SAM Audio checkpoints.
+
+Every hop, the latest `window` latent frames are separated from scratch (the DiT sees the whole window in
+both directions), and the `hop` frames that lie just behind the `lookahead` are committed:
+
+    frames:  ... [window start ............ committed hop ......... lookahead ) <- newest final frame
+    output:                                 decoded with the decoder's latent context on each side
+
+What keeps it cheap and seamless (SAM_AUDIO.md §8):
+- streaming codec encode: a latent frame is final once `c` frames of audio exist on each side of it
+  (c = ceil(encoder_context_samples / hop)); each step encodes only the new frames plus that context,
+  so finished frames equal a whole-file encode;
+- the mixture part of the input projection (W_mix·[z‖z] + bias + the constant no-video term) is
+  computed once per frame and kept with the frame; only W_noise·x_t changes per evaluation;
+- frame-indexed noise: the initial noise of absolute frame n is the same in every window;
+- per-prompt cross-attention K/V and per-time modulation tables are computed once and cached;
+- the committed hop is decoded with `decoder_context_frames` of generated latents on each side (taken
+  from the same window) and its first `crossfade` frames are crossfaded (equal power) with the
+  previous window's decoding of the same samples.
+The watermark branch of the decoder is causal with unbounded LSTM history and is not used here
+(`watermark=False`): the streamed output is the decoder's main (tanh) path.
+
+`windowed_reference` runs the same windows over a whole-file encoding: the streaming output equals it
+(tests/test_sliding_window.py). How far both lie from one whole-file separation is measured by
+`samstream bench window` (docs/streaming.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from samstream.model.anchors import NEGATIVE, NULL, POSITIVE, span_frames
+from samstream.model.sampling import SolverConfig, solve
+from samstream.model.separator import SAMAudioSeparator
+from samstream.stream.crossfade import Crossfader
+from samstream.stream.processor import Prompt
+
+
+PROMPT_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window_frames: int = 250  # 10 s at 25 frames/s: the reported training clip length
+    hop_frames: int = 25  # 1 s committed per window
+    lookahead_frames: int = 13  # 0.52 s: covers the decoder's 8-frame right context
+    crossfade_frames: int = 2
+    steps: int = 16
+    method: str = "midpoint"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.hop_frames <= self.window_frames - self.lookahead_frames:
+            raise ValueError("need 0 < hop_frames <= window_frames - lookahead_frames")
+        if self.lookahead_frames < 0 or self.crossfade_frames < 0:
+            raise ValueError("lookahead_frames and crossfade_frames must be >= 0")
+
+    @classmethod
+    def from_seconds(cls, frame_rate: float, window_s: float = 10.0, hop_s: float = 1.0, lookahead_s: float = 0.5,
+                     **kwargs) -> "WindowConfig":
+        return cls(round(window_s * frame_rate), max(1, round(hop_s * frame_rate)),
+                   math.ceil(lookahead_s * frame_rate), **kwargs)
+
+
+@dataclass
+class StreamState:
+    prompt: Prompt
+    audio: np.ndarray  # model-rate samples from absolute sample `audio_start`: encoder context + pending
+    audio_start: int = 0
+    samples_in: int = 0
+    frames_done: int = 0  # latent frames final so far (absolute)
+    z: torch.Tensor | None = None  # [T,C] latest final frames
+    base: torch.Tensor | None = None  # [T,D] their mixture conditioning
+    frames_start: int = 0  # absolute index of z[0]
+    tail: np.ndarray | None = None  # [2, crossfade samples] previous window's decoding past its hop
+    step: int = 0
+
+
+class SlidingWindowProcessor:
+    """ChunkProcessor for SAM Audio checkpoints (model-rate hops of `hop_frames` codec frames)."""
+
+    def __init__(self, separator: SAMAudioSeparator, config: WindowConfig = WindowConfig()):
+        self.separator = separator
+        self.model = separator.model
+        self.config = config
+        codec = self.model.audio_codec
+        self.frame = codec.hop_length
+        self.sample_rate = separator.sample_rate
+        self.context_frames = math.ceil(codec.encoder_context_samples / self.frame)
+        self.decoder_context = codec.decoder_context_frames
+        self.hop_samples = config.hop_frames * self.frame
+        self.delay_samples = (self.context_frames + config.lookahead_frames) * self.frame
+        self.max_steps = config.steps
+        self.crossfade = Crossfader(config.crossfade_frames * self.frame) if config.crossfade_frames else None
+        # text -> encoded tokens [L, text_dim]; (text, t) -> per-layer cross K/V; t -> time tables. Bounded LRUs.
+        self._prompt_cache: OrderedDict[str | None, torch.Tensor | None] = OrderedDict()
+        self._cross_cache: OrderedDict[tuple, list] = OrderedDict()
+        self._time_cache: dict[float, tuple] = {}
+        self._noise_cache: dict[int, torch.Tensor] = {}
+        with torch.inference_mode():
+            video = torch.zeros(1, self.model.config.vision_dim, 1, dtype=self._dtype)
+            self._video_term = self.model.align_masked_video(video)[0, 0]  # what the reference adds without video
+            anchors = self.model.embed_anchors
+            self._anchor_rows = anchors.gate.tanh() * anchors.proj(anchors.embed.weight)  # [4, D] per token
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.model.proj.weight.dtype
+
+    # -- ChunkProcessor ----------------------------------------------------------------------------------
+    def init_state(self, prompt: Prompt) -> StreamState:
+        self._prompt_features(prompt)  # validate early: a text prompt without a text encoder fails here
+        return StreamState(prompt=prompt, audio=np.zeros(0, np.float32))
+
+    def set_prompt(self, state: StreamState, prompt: Prompt) -> None:
+        self._prompt_features(prompt)
+        state.prompt = prompt
+
+    def flush_hops(self) -> int:
+        return math.ceil(self.delay_samples / self.hop_samples) + 1
+
+    @torch.inference_mode()
+    def process(self, states: list[StreamState], hops: np.ndarray, steps: int) -> np.ndarray:
+        out = np.zeros((len(states), 2, self.hop_samples), np.float32)
+        # Encode first, then group the windows by length (only start-up windows differ) so batches need no padding.
+        windows = {}
+        for index, (state, hop) in enumerate(zip(states, hops)):
+            self._encode(state, hop)
+            first, end = self._window_frames(state)
+            if end - self.config.lookahead_frames > 0:
+                windows.setdefault(end - first, []).append(index)
+        for indices in windows.values():
+            group = [states[i] for i in indices]
+            final = self._separate_windows(group, steps)
+            for row, (i, state) in enumerate(zip(indices, group)):
+                out[i] = self._commit(state, final[row])
+        for state in states:
+            state.step += 1
+        return out
+
+    # -- streaming codec encode ----------------------------------------------------------------------------
+    def _encode(self, state: StreamState, hop: np.ndarray) -> None:
+        state.audio = np.concatenate([state.audio, hop.astype(np.float32)])
+        state.samples_in += hop.shape[0]
+        ready = state.samples_in // self.frame - self.context_frames  # frames with full right context
+        if ready <= state.frames_done:
+            return
+        first = max(0, state.frames_done - self.context_frames)  # chunk start (frames), with left context
+        start = first * self.frame - state.audio_start
+        stop = (ready + self.context_frames) * self.frame - state.audio_start
+        chunk = torch.from_numpy(state.audio[start:stop]).to(self._dtype)[None, None]
+        z = self.model.audio_codec.encode_frames(chunk)[0].T[state.frames_done - first:ready - first]  # [n,C]
+        self._append_frames(state, z)
+        state.frames_done = ready
+        keep_from = max(0, ready - self.context_frames) * self.frame  # left context of the next chunk
+        state.audio = state.audio[keep_from - state.audio_start:]
+        state.audio_start = keep_from
+
+    def frame_base(self, z: torch.Tensor) -> torch.Tensor:
+        """The mixture-dependent, noise-independent part of the projected input for frames z [T,C]."""
+        width = self.model.config.transformer.out_channels
+        mixture_weight = self.model.proj.weight[:, 2 * width:]
+        return torch.nn.functional.linear(torch.cat([z, z], -1), mixture_weight, self.model.proj.bias) + self._video_term
+
+    def _append_frames(self, state: StreamState, z: torch.Tensor) -> None:
+        base = self.frame_base(z)
+        if state.z is None:
+            state.z, state.base = z, base
+        else:
+            state.z, state.base = torch.cat([state.z, z]), torch.cat([state.base, base])
+        excess = state.z.shape[0] - self.config.window_frames
+        if excess > 0:
+            state.z, state.base = state.z[excess:], state.base[excess:]
+            state.frames_start += excess
+
+    def _window_frames(self, state: StreamState) -> tuple[int, int]:
+        end = state.frames_done
+        return max(0, end - self.config.window_frames), end
+
+    # -- one batch of equally long windows --------------------------------------------------------------------
+    def _separate_windows(self, group: list[StreamState], steps: int) -> torch.Tensor:
+        windows = []
+        for state in group:
+            first, end = self._window_frames(state)
+            local = slice(first - state.frames_start, end - state.frames_start)
+            windows.append((first, end, state.base[local], state.prompt))
+        return self.separate_windows(windows, steps)
+
+    def separate_windows(self, windows: list[tuple[int, int, torch.Tensor, Prompt]], steps: int) -> torch.Tensor:
+        """Sample equally long windows: (first frame, end frame, base conditioning [T,D], prompt) each -> [B,T,2C]."""
+        model = self.model
+        solver = SolverConfig(self.config.method, steps)
+        conditioning = torch.stack([base + self._anchor_term(first, end, prompt)
+                                    for first, end, base, prompt in windows])
+        noise = torch.stack([self._noise(first, end) for first, end, _, _ in windows]).to(self._dtype)
+        text, text_mask = self._batch_prompts([prompt for *_, prompt in windows])
+        per_time = {float(t): self._time_tables(t, len(windows)) for t in solver.evaluation_times()}
+        cross = {float(t): self._cross_kv([prompt for *_, prompt in windows], text, t) for t in solver.evaluation_times()}
+
+        from samstream.model.sam_audio import FrameConditioning
+
+        frames = FrameConditioning(conditioning)
+
+        def velocity(t, x):
+            return model.velocity(x, t.expand(x.shape[0]), frames, None, text_mask, None,
+                                  cross_kv=cross[float(t)], time_cond=per_time[float(t)])
+
+        return solve(velocity, noise, solver).float()
+
+    def _anchor_term(self, first: int, end: int, prompt: Prompt) -> torch.Tensor:
+        """Per-frame anchor embedding for absolute frames [first, end): <null>, or + / - inside spans."""
+        tokens = torch.full((end - first,), NULL, dtype=torch.long)
+        for sign, start_s, end_s in prompt.spans:  # later spans overwrite earlier ones, as in the reference
+            frames = span_frames(start_s, end_s, self.sample_rate, self.frame)
+            lo, hi = max(frames.start, first), min(frames.stop, end)
+            if lo < hi:
+                tokens[lo - first:hi - first] = POSITIVE if sign == "+" else NEGATIVE
+        return self._anchor_rows[tokens]
+
+    def _noise(self, first: int, end: int) -> torch.Tensor:
+        """Initial noise of absolute frames [first, end): the same for a frame in every window."""
+        width = self.model.config.transformer.out_channels
+        rows = []
+        for frame in range(first, end):
+            row = self._noise_cache.get(frame)
+            if row is None:
+                generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + frame)
+                row = torch.randn(width, generator=generator)
+                self._noise_cache[frame] = row
+                if len(self._noise_cache) > 4 * self.config.window_frames:
+                    self._noise_cache.pop(next(iter(self._noise_cache)))
+            rows.append(row)
+        return torch.stack(rows)
+
+    # -- prompt and time caches -------------------------------------------------------------------------------
+    def _prompt_features(self, prompt: Prompt) -> torch.Tensor | None:
+        key = prompt.text
+        if key not in self._prompt_cache:
+            features, mask = self.separator.encode_text([prompt.text]) if prompt.text else (None, None)
+            self._prompt_cache[key] = features[0][mask[0]] if features is not None else None
+            _trim(self._prompt_cache, PROMPT_CACHE_SIZE)
+        self._prompt_cache.move_to_end(key)
+        return self._prompt_cache[key]
+
+    def _batch_prompts(self, prompts: list[Prompt]) -> tuple[list, torch.Tensor | None]:
+        rows = [self._prompt_features(p) for p in prompts]
+        if all(r is None for r in rows):
+            return rows, None
+        width = max(r.shape[0] if r is not None else 1 for r in rows)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            mask[i, : (r.shape[0] if r is not None else 1)] = True
+        return rows, mask
+
+    def _cross_kv(self, prompts: list[Prompt], rows: list, t: torch.Tensor):
+        """Per-layer cross-attention K/V for a batch: each prompt's (cached) entry, padded to the longest."""
+        per_prompt = []
+        for prompt, row in zip(prompts, rows):
+            key = (prompt.text, float(t))
+            if key not in self._cross_cache:
+                text = row[None].to(self._dtype) if row is not None else None
+                memory = self.model.memory(text, t.reshape(1))
+                self._cross_cache[key] = self.model.transformer.cross_keys_values(memory)
+                _trim(self._cross_cache, PROMPT_CACHE_SIZE * 2 * self.config.steps)
+            per_prompt.append(self._cross_cache[key])
+        width = max(kv[0][0].shape[2] for kv in per_prompt)
+        layers = []
+        for layer in range(len(per_prompt[0])):
+            keys = torch.cat([_pad_tokens(kv[layer][0], width) for kv in per_prompt])
+            values = torch.cat([_pad_tokens(kv[layer][1], width) for kv in per_prompt])
+            layers.append((keys, values))
+        return layers
+
+    def _time_tables(self, t: torch.Tensor, batch: int):
+        key = float(t)
+        if key not in self._time_cache:
+            self._time_cache[key] = self.model.transformer.time_conditioning(t.reshape(1))
+        e, t_block = self._time_cache[key]
+        return e.expand(batch, -1), t_block.expand(batch, -1)
+
+    # -- commit and decode ------------------------------------------------------------------------------------
+    def _commit(self, state: StreamState, final: torch.Tensor) -> np.ndarray:
+        first, end = self._window_frames(state)
+        return self.commit_window(state, first, end, final)
+
+    def commit_window(self, state, first: int, end: int, final: torch.Tensor) -> np.ndarray:
+        """Decode the committed hop of a separated window [first, end) -> [2, hop samples] (zeros before time 0)."""
+        config = self.config
+        stop = end - config.lookahead_frames
+        start = stop - config.hop_frames
+        lo = max(first, start - self.decoder_context)
+        hi = min(end, stop + self.decoder_context)
+        state_latents = final[lo - first:hi - first]  # [n, 2C]
+        wav = self._decode(state_latents)  # [2, n*frame] for frames [lo, hi)
+        out = np.zeros((2, self.hop_samples), np.float32)
+        begin = max(start, 0)
+        segment = wav[:, (begin - lo) * self.frame:(stop - lo) * self.frame]
+        out[:, (begin - start) * self.frame:] = segment
+        if self.crossfade is not None:
+            fade = self.crossfade.length
+            if state.tail is not None and begin == start:
+                out[:, :fade] = self.crossfade.mix(state.tail, out[:, :fade])
+            available = (hi - stop) * self.frame
+            state.tail = wav[:, (stop - lo) * self.frame:(stop - lo) * self.frame + fade] if available >= fade else None
+        return out
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        channels = latents.shape[1] // 2
+        pair = latents.T.reshape(2, channels, -1)  # target, residual
+        wav = self.model.audio_codec.decode(pair.to(self._dtype), watermark=False)
+        return wav[:, 0].float().numpy()
+
+
+def _trim(cache: OrderedDict, capacity: int) -> None:
+    while len(cache) > capacity:
+        cache.popitem(last=False)
+
+
+def _pad_tokens(x: torch.Tensor, width: int) -> torch.Tensor:
+    """[1,H,L,hd] -> [1,H,width,hd] with zero keys/values (masked out by the memory mask)."""
+    missing = width - x.shape[2]
+    return torch.nn.functional.pad(x, (0, 0, 0, missing)) if missing else x
+
+
+@torch.inference_mode()
+def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, prompt: Prompt) -> np.ndarray:
+    """The offline windowed reference: whole-file encode, then exactly the windows and commits that streaming
+    runs (one per hop, the same frame-indexed noise, decode context and crossfades). -> [2, samples]."""
+    config, frame = processor.config, processor.frame
+    hop = processor.hop_samples
+    n_hops = -(-audio.shape[0] // hop) + processor.flush_hops()
+    padded = np.zeros(n_hops * hop, np.float32)
+    padded[: audio.shape[0]] = audio
+    z = processor.model.audio_codec.encode_frames(torch.from_numpy(padded).to(processor._dtype)[None, None])[0].T
+    base = processor.frame_base(z)
+    state = StreamState(prompt=prompt, audio=np.zeros(0, np.float32))
+    out = []
+    for step in range(n_hops):
+        end = (step + 1) * config.hop_frames - processor.context_frames
+        first = max(0, end - config.window_frames)
+        if end - config.lookahead_frames <= 0:
+            out.append(np.zeros((2, hop), np.float32))
+            continue
+        final = processor.separate_windows([(first, end, base[first:end], prompt)], config.steps)[0]
+        out.append(processor.commit_window(state, first, end, final))
+    return np.concatenate(out, axis=1)
