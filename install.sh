@@ -21,7 +21,7 @@ fi
 
 [ -x .venv/bin/python ] || python3.11 -m venv .venv
 extras="t5"
-[ $want_test = 1 ] && extras="t5,test"
+[ $want_test = 1 ] && extras="t5,test,train"
 stamp="$(cat pyproject.toml | sha1sum | cut -c1-12)-$extras"
 if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "install.sh: installing Python packages ($extras)"

@@ -1,0 +1,134 @@
+"""`samstream data fetch|index|render|build-eval`: build the training and evaluation data.
+
+Training-time only; every heavy import stays inside the handlers so `samstream --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from samstream.model.training.common import default_cache_dir
+
+
+def _cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="data cache folder (default: $SAMSTREAM_DATA or ~/.cache/samstream/data)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("fetch", help="apt-get download + unpack the allowed packages; install render tools")
+    _cache_arg(p)
+    p.add_argument("--no-tools", action="store_true", help="do not apt-get install the TTS/soundfont tools")
+    p.add_argument("--packages", nargs="+", default=None, help="only these packages (default: all allowed)")
+    p.set_defaults(_data_run=_run_fetch)
+
+    p = sub.add_parser("index", help="decode catalogued audio to 16 kHz FLAC stems; write DIR/index.json")
+    _cache_arg(p)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default 2)")
+    p.set_defaults(_data_run=_run_index)
+
+    p = sub.add_parser("render", help="render TTS speech, soundfont instruments and procedural sounds")
+    _cache_arg(p)
+    p.add_argument("--minutes", type=float, default=30.0,
+                   help="training minutes per rendered class (held-out renders get a quarter; default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
+    p.add_argument("--only", choices=("tts", "instruments", "procedural"), nargs="+", default=None,
+                   help="render only these families")
+    p.set_defaults(_data_run=_run_render)
+
+    p = sub.add_parser("build-eval", help="write an evaluation set (held-out sources by default)")
+    p.add_argument("out", type=Path, help="output folder (one sub-folder per item)")
+    _cache_arg(p)
+    p.add_argument("--n-per-class", type=int, default=10, help="items per class (default 10)")
+    p.add_argument("--voice-pairs", type=int, default=30, help="'pick one voice out of two' items (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seconds", type=float, default=6.0, help="item length (default 6)")
+    p.add_argument("--in-distribution", action="store_true",
+                   help="use training sources with fresh seeds instead of held-out sources")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(_data_run=_run_build_eval)
+
+
+def _finish(args, summary: dict, text_lines: list[str]) -> None:
+    for line in text_lines:
+        print(line)
+    if args.json:
+        print(json.dumps(summary))
+
+
+def _run_fetch(args, cache_dir: Path) -> int:
+    from samstream.model.training.fetch import fetch
+    from samstream.model.training.packages import DATA_PACKAGES
+
+    report = fetch(cache_dir, packages=tuple(args.packages or DATA_PACKAGES), tools=not args.no_tools)
+    summary = {"cache": str(cache_dir), "downloaded": report.downloaded, "unpacked": report.unpacked,
+               "skipped": report.skipped, "failed": report.failed, "tools_installed": report.tools_installed}
+    lines = [f"fetch: {len(report.unpacked)} unpacked, {len(report.skipped)} already there, "
+             f"{len(report.failed)} failed -> {cache_dir / 'unpacked'}"]
+    lines += [f"  failed {name}: {why}" for name, why in report.failed.items()]
+    _finish(args, summary, lines)
+    return 1 if report.failed else 0
+
+
+def _run_index(args, cache_dir: Path) -> int:
+    from samstream.model.training.index import build_index, summarize
+
+    index, dropped = build_index(cache_dir, workers=args.workers)
+    table = summarize(index["entries"])
+    lines = [f"index: {len(index['entries'])} stems -> {cache_dir / 'index.json'} ({len(dropped)} dropped)"]
+    lines += [f"  dropped {why}" for why in dropped[:20]]
+    lines += _table_lines(table)
+    _finish(args, {"cache": str(cache_dir), "entries": len(index["entries"]), "dropped": dropped,
+                   "classes": table}, lines)
+    return 0
+
+
+def _run_render(args, cache_dir: Path) -> int:
+    from samstream.model.training.index import summarize, write_index
+    from samstream.model.training.render import RenderConfig, render
+
+    only = set(args.only or ("tts", "instruments", "procedural"))
+    config = RenderConfig(minutes=args.minutes, seed=args.seed, workers=args.workers, tts="tts" in only,
+                          instruments="instruments" in only, procedural="procedural" in only)
+    entries = render(cache_dir, config)
+    index = write_index(cache_dir)
+    table = summarize(entries)
+    lines = [f"render: {len(entries)} stems, {sum(e['duration'] for e in entries) / 60:.1f} min -> "
+             f"{cache_dir / 'stems' / '_rendered'}; index now {len(index['entries'])} stems"]
+    lines += _table_lines(table)
+    _finish(args, {"cache": str(cache_dir), "rendered": len(entries), "classes": table}, lines)
+    return 0
+
+
+def _run_build_eval(args, cache_dir: Path) -> int:
+    from dataclasses import replace
+
+    from samstream.model.training.build_eval import EVAL_CONFIG, build_eval
+
+    manifest = build_eval(cache_dir, args.out, n_per_class=args.n_per_class, seed=args.seed,
+                          in_distribution=args.in_distribution, voice_pairs=args.voice_pairs, force=args.force,
+                          config=replace(EVAL_CONFIG, seconds=args.seconds))
+    lines = [f"build-eval: {manifest['items']} items ({manifest['split']} sources) -> {args.out}"]
+    lines += [f"  {cls:<16} {n:>4}" for cls, n in manifest["per_class"].items()]
+    _finish(args, {"out": str(args.out), **manifest}, lines)
+    return 0
+
+
+def _table_lines(table: dict) -> list[str]:
+    lines = [f"  {'class':<16} {'train files':>11} {'train min':>9} {'held files':>10} {'held min':>8}"]
+    for cls, per_split in table.items():
+        t, h = per_split.get("train", {}), per_split.get("heldout", {})
+        lines.append(f"  {cls:<16} {t.get('files', 0):>11} {t.get('minutes', 0):>9.2f} "
+                     f"{h.get('files', 0):>10} {h.get('minutes', 0):>8.2f}")
+    return lines
+
+
+def run(args) -> int:
+    cache_dir = (args.cache or default_cache_dir()).expanduser()
+    return args._data_run(args, cache_dir)

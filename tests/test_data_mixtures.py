@@ -1,0 +1,110 @@
+"""Mixtures: exact stems, target-to-interferer ratios in range, gender pairs, negatives, enrollment,
+worker seeding, shards."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from samstream.model.training.augment import AugmentConfig, active_rms
+from samstream.model.training.classes import family, overlaps
+from samstream.model.training.index import build_index
+from samstream.model.training.mixtures import (MixtureConfig, MixtureDataset, MixtureGenerator, ShardDataset,
+                                               write_shard)
+from samstream.model.training.prompts import prompts_for
+from samstream.model.training.toy_cache import make_toy_cache
+
+# Small RIR bank so the reverb path runs in the tests without a long room computation.
+SMALL_AUGMENT = AugmentConfig(reverb_rate=0.5, rir_bank_size=2, rir_sources=4, rir_max_seconds=0.3)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    cache = make_toy_cache(tmp_path_factory.mktemp("cache"))
+    build_index(cache, workers=1)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def generator(cache):
+    return MixtureGenerator.from_cache(cache, "train", MixtureConfig(augment=SMALL_AUGMENT))
+
+
+def test_stems_are_exact_and_levels_in_range(generator):
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(40):
+        ex = generator.example(rng)
+        assert ex.mixture.dtype == np.float32 and ex.mixture.shape == (96000,)
+        assert np.array_equal(ex.mixture, ex.target + ex.residual)  # bit-exact
+        assert np.allclose(np.sum(ex.interferers, axis=0), ex.residual, atol=1e-6)
+        assert 0.05 < np.abs(ex.mixture).max() <= 0.9
+        assert ex.prompt in prompts_for(ex.class_name).train
+        if ex.is_negative or ex.class_name == "speaker":
+            continue
+        assert 1 <= len(ex.interferers) <= 3
+        for cls in ex.interferer_classes:
+            assert not overlaps(ex.class_name, cls) or {ex.class_name, cls} == {"man speaking", "woman speaking"}
+        for tir, wav in zip(ex.tir_db, ex.interferers):
+            measured = 20 * np.log10(active_rms(ex.target) / active_rms(wav))
+            assert -5.0 <= tir <= 5.0 and measured == pytest.approx(tir, abs=0.01)
+            checked += 1
+    assert checked > 20
+
+
+def test_gendered_targets_get_the_other_gender_half_the_time(cache):
+    plain = MixtureGenerator.from_cache(cache, "train", MixtureConfig(augment=None))
+    rng = np.random.default_rng(1)
+    crossed = [("man speaking" in plain.example_for_class("woman speaking", rng).interferer_classes)
+               for _ in range(60)]
+    assert 0.3 < np.mean(crossed) < 0.7  # 0.5 expected; the bounds are three standard deviations
+
+
+def test_negative_query_has_a_silent_target_and_an_absent_class(generator):
+    ex = generator.negative(np.random.default_rng(2), "dog bark")
+    assert ex.is_negative and not ex.target.any() and np.array_equal(ex.mixture, ex.residual)
+    assert "dog bark" not in ex.interferer_classes and np.abs(ex.mixture).max() > 0.05
+
+
+def test_enrollment_is_the_same_speaker_from_other_utterances(generator):
+    rng = np.random.default_rng(3)
+    by_id = {e["id"]: e for e in generator.pool.entries}
+    for _ in range(5):
+        ex = generator.example_for_class("man speaking", rng)
+        assert ex.enrollment is not None and ex.enrollment.shape == (64000,) and np.abs(ex.enrollment).max() > 0.01
+        assert ex.speaker and all(by_id[i]["speaker"] == ex.speaker for i in ex.target_sources)
+    pair = generator.speaker_pair(rng)
+    assert pair.class_name == "speaker" and pair.enrollment is not None
+    other = {by_id[i]["speaker"] for i in pair.interferer_sources[0]}
+    assert pair.speaker not in other and family(pair.interferer_classes[0]) == "speech"
+
+
+def test_music_targets_are_music(generator):
+    rng = np.random.default_rng(4)
+    ex = generator.example_for_class("music", rng)
+    by_id = {e["id"]: e for e in generator.pool.entries}
+    assert all(family(by_id[i]["class"]) == "music" for i in ex.target_sources)
+    assert not any(family(c) == "music" for c in ex.interferer_classes)
+
+
+def test_dataset_seeds_workers_apart_and_reproducibly(cache):
+    config = MixtureConfig(augment=None)
+    loader = DataLoader(MixtureDataset(cache, config=config, seed=7, num_examples=4), batch_size=None, num_workers=2)
+    first = [item["mixture"] for item in loader]
+    assert len(first) == 4
+    assert not any(torch.equal(first[i], first[j]) for i in range(4) for j in range(i + 1, 4))
+    again = [item["mixture"] for item in DataLoader(MixtureDataset(cache, config=config, seed=7, num_examples=4),
+                                                     batch_size=None, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    batch = next(iter(DataLoader(MixtureDataset(cache, config=config, num_examples=2), batch_size=2)))
+    assert batch["mixture"].shape == (2, 96000) and batch["enrollment"].shape == (2, 64000)
+    assert len(batch["prompt"]) == 2 and batch["tir_db"].shape == (2, 3)
+
+
+def test_shard_round_trip(cache, tmp_path):
+    path = write_shard(tmp_path / "shard.npz", cache, n=3, config=MixtureConfig(augment=None), seed=5)
+    shard = ShardDataset(path)
+    assert len(shard) == 3 and shard.split == "train"
+    item = shard[1]
+    assert torch.equal(item["mixture"], item["target"] + item["residual"])
+    assert isinstance(item["prompt"], str) and isinstance(item["has_enrollment"], bool)
