@@ -127,39 +127,48 @@ class SlidingWindowProcessor:
     @torch.inference_mode()
     def process(self, states: list[StreamState], hops: np.ndarray, steps: int) -> np.ndarray:
         out = np.zeros((len(states), 2, self.hop_samples), np.float32)
-        # Encode first, then group the windows by length (only start-up windows differ) so batches need no padding.
+        self._encode(states, hops)
+        # Group the windows by length (only start-up windows differ): batches need no padding, and every
+        # window of a group has the same commit and decode geometry.
         windows = {}
-        for index, (state, hop) in enumerate(zip(states, hops)):
-            self._encode(state, hop)
+        for index, state in enumerate(states):
             first, end = self._window_frames(state)
             if end - self.config.lookahead_frames > 0:
                 windows.setdefault(end - first, []).append(index)
         for indices in windows.values():
             group = [states[i] for i in indices]
             final = self._separate_windows(group, steps)
-            for row, (i, state) in enumerate(zip(indices, group)):
-                out[i] = self._commit(state, final[row])
+            spans = [self._window_frames(state) for state in group]
+            for i, row in zip(indices, self.commit_windows(group, spans, final)):
+                out[i] = row
         for state in states:
             state.step += 1
         return out
 
     # -- streaming codec encode ----------------------------------------------------------------------------
-    def _encode(self, state: StreamState, hop: np.ndarray) -> None:
-        state.audio = np.concatenate([state.audio, hop.astype(np.float32)])
-        state.samples_in += hop.shape[0]
-        ready = state.samples_in // self.frame - self.context_frames  # frames with full right context
-        if ready <= state.frames_done:
-            return
-        first = max(0, state.frames_done - self.context_frames)  # chunk start (frames), with left context
-        start = first * self.frame - state.audio_start
-        stop = (ready + self.context_frames) * self.frame - state.audio_start
-        chunk = torch.from_numpy(state.audio[start:stop]).to(self._dtype)[None, None]
-        z = self.model.audio_codec.encode_frames(chunk)[0].T[state.frames_done - first:ready - first]  # [n,C]
-        self._append_frames(state, z)
-        state.frames_done = ready
-        keep_from = max(0, ready - self.context_frames) * self.frame  # left context of the next chunk
-        state.audio = state.audio[keep_from - state.audio_start:]
-        state.audio_start = keep_from
+    def _encode(self, states: list[StreamState], hops: np.ndarray) -> None:
+        """Append each hop and encode the frames that became final, batching streams of equal chunk geometry."""
+        plans = {}
+        for state, hop in zip(states, hops):
+            state.audio = np.concatenate([state.audio, hop.astype(np.float32)])
+            state.samples_in += hop.shape[0]
+            ready = state.samples_in // self.frame - self.context_frames  # frames with full right context
+            if ready <= state.frames_done:
+                continue
+            first = max(0, state.frames_done - self.context_frames)  # chunk start (frames), with left context
+            start = first * self.frame - state.audio_start
+            stop = (ready + self.context_frames) * self.frame - state.audio_start
+            take = (state.frames_done - first, ready - first)
+            plans.setdefault((stop - start, take), []).append((state, start, stop, ready))
+        for (_, (lo, hi)), members in plans.items():
+            chunks = torch.from_numpy(np.stack([state.audio[start:stop] for state, start, stop, _ in members]))
+            z = self.model.audio_codec.encode_frames(chunks.to(self._dtype)[:, None]).transpose(1, 2)[:, lo:hi]
+            for (state, _, _, ready), frames in zip(members, z):
+                self._append_frames(state, frames)
+                state.frames_done = ready
+                keep_from = max(0, ready - self.context_frames) * self.frame  # left context of the next chunk
+                state.audio = state.audio[keep_from - state.audio_start:]
+                state.audio_start = keep_from
 
     def frame_base(self, z: torch.Tensor) -> torch.Tensor:
         """The mixture-dependent, noise-independent part of the projected input for frames z [T,C]."""
@@ -284,34 +293,38 @@ class SlidingWindowProcessor:
         return e.expand(batch, -1), t_block.expand(batch, -1)
 
     # -- commit and decode ------------------------------------------------------------------------------------
-    def _commit(self, state: StreamState, final: torch.Tensor) -> np.ndarray:
-        first, end = self._window_frames(state)
-        return self.commit_window(state, first, end, final)
-
-    def commit_window(self, state, first: int, end: int, final: torch.Tensor) -> np.ndarray:
-        """Decode the committed hop of a separated window [first, end) -> [2, hop samples] (zeros before time 0)."""
+    def commit_windows(self, states: list, spans: list[tuple[int, int]], final: torch.Tensor) -> list[np.ndarray]:
+        """Decode the committed hops of equally long separated windows (one batched decode) and crossfade
+        each onto its stream's previous hop -> per stream [2, hop samples] (zeros before time 0)."""
         config = self.config
+        first, end = spans[0]
         stop = end - config.lookahead_frames
         start = stop - config.hop_frames
         lo = max(first, start - self.decoder_context)
         hi = min(end, stop + self.decoder_context)
-        state_latents = final[lo - first:hi - first]  # [n, 2C]
-        wav = self._decode(state_latents)  # [2, n*frame] for frames [lo, hi)
-        out = np.zeros((2, self.hop_samples), np.float32)
+        latents = final[:, lo - first:hi - first]  # [B, n, 2C]: the same relative range in every window
+        batch, frames, width = latents.shape
+        pairs = latents.transpose(1, 2).reshape(2 * batch, width // 2, frames)  # target, residual per stream
+        wav = self.model.audio_codec.decode(pairs.to(self._dtype), watermark=False)
+        wav = wav.float().numpy().reshape(batch, 2, -1)  # samples of frames [lo, hi) relative to each window
         begin = max(start, 0)
-        segment = wav[:, (begin - lo) * self.frame:(stop - lo) * self.frame]
-        out[:, (begin - start) * self.frame:] = segment
-        if self.crossfade is not None:
-            fade = self.crossfade.length
-            if state.tail is not None and begin == start:
-                out[:, :fade] = self.crossfade.mix(state.tail, out[:, :fade])
-            available = (hi - stop) * self.frame
-            state.tail = wav[:, (stop - lo) * self.frame:(stop - lo) * self.frame + fade] if available >= fade else None
-        return out
+        fade = self.crossfade.length if self.crossfade is not None else 0
+        tail_from = (stop - lo) * self.frame
+        outputs = []
+        for state, decoded in zip(states, wav):
+            out = np.zeros((2, self.hop_samples), np.float32)
+            out[:, (begin - start) * self.frame:] = decoded[:, (begin - lo) * self.frame:tail_from]
+            if fade:
+                if state.tail is not None and begin == start:
+                    out[:, :fade] = self.crossfade.mix(state.tail, out[:, :fade])
+                state.tail = decoded[:, tail_from:tail_from + fade].copy() if (hi - stop) * self.frame >= fade else None
+            outputs.append(out)
+        return outputs
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        """[n, 2C] latents -> [2, n*frame] (target, residual), main path only."""
         channels = latents.shape[1] // 2
-        pair = latents.T.reshape(2, channels, -1)  # target, residual
+        pair = latents.T.reshape(2, channels, -1)
         wav = self.model.audio_codec.decode(pair.to(self._dtype), watermark=False)
         return wav[:, 0].float().numpy()
 
@@ -346,6 +359,6 @@ def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, pro
         if end - config.lookahead_frames <= 0:
             out.append(np.zeros((2, hop), np.float32))
             continue
-        final = processor.separate_windows([(first, end, base[first:end], prompt)], config.steps)[0]
-        out.append(processor.commit_window(state, first, end, final))
+        final = processor.separate_windows([(first, end, base[first:end], prompt)], config.steps)
+        out.append(processor.commit_windows([state], [(first, end)], final)[0])
     return np.concatenate(out, axis=1)
