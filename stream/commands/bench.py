@@ -12,7 +12,9 @@ import importlib
 # target -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 TARGETS: dict[str, tuple[str, str]] = {
     "model": ("samstream.stream.commands.bench_model", "SAM Audio DiT/codec time per second of audio"),
+    "stream": ("samstream.stream.commands.bench_stream", "streaming engine: RTF, latency, exactness, capacity, memory"),
     "window": ("samstream.stream.commands.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
+    "embedded": ("samstream.stream.commands.bench_embedded", "embedded model: real-time factor of its stream step"),
     "e2e": ("samstream.stream.commands.bench_e2e", "WebSocket end-to-end latency and real-time stream capacity"),
 }
 

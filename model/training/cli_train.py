@@ -1,0 +1,54 @@
+"""`samstream train [--arch embedded|baseline] --run DIR ...`: train (or resume) the embedded model or the baseline.
+
+Training-time only; heavy imports stay inside `run` so `samstream --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=["embedded", "baseline"], default="embedded")
+    parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, log); resumes if it exists")
+    parser.add_argument("--data", type=Path, default=None, help="data cache (default: $SAMSTREAM_DATA or ~/.cache/...)")
+    parser.add_argument("--steps", type=int, help="total optimiser steps")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seconds", type=float, help="crop length per example")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--sisdr-weight", type=float)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this much wall time")
+    parser.add_argument("--model-config", type=json.loads, default=None,
+                        help='model config overrides as JSON, e.g. \'{"dim": 192, "n_layers": 6}\'')
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from samstream.model.training.common import DataError, default_cache_dir
+    from samstream.model.training.prompts import all_train_prompts
+    from samstream.model.training.train import MixtureSource, TrainConfig, embed_prompts, train
+
+    saved = args.run / "config.json"
+    values = json.loads(saved.read_text()) if saved.is_file() else {}
+    overrides = {"arch": args.arch, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
+                 "lr": args.lr, "sisdr_weight": args.sisdr_weight, "device": args.device, "threads": args.threads,
+                 "model": args.model_config}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
+    data = args.data or default_cache_dir()
+    if not (data / "index.json").is_file():
+        raise DataError(f"no data index in {data}: run `samstream data fetch` and `samstream data index` first")
+    source = MixtureSource(data, seconds=config.seconds + 0.3)
+    vectors = embed_prompts(all_train_prompts(), args.run / "prompt_vectors.safetensors")
+    result = train(config, source, vectors, args.run,
+                   max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    print(f"trained to step {result['step']}; weights at {args.run / 'model.safetensors'}")
+    if args.json:
+        print(json.dumps({"run": str(args.run), **result}))
+    return 0

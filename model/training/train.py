@@ -1,0 +1,342 @@
+"""Training of the embedded model (and of the DATA.md baseline, for a fair comparison).
+
+Resumable: `RUN/checkpoint.pt` (model, optimiser, step, data RNG) is rewritten every `checkpoint_every_s`
+seconds and the current weights are exported as `RUN/model.safetensors` (+ .json) each time, so a usable
+model exists at any moment. Losses go to `RUN/log.jsonl` and to the progress bar.
+
+Embedded-model objective: flow matching in the mask domain in its x-prediction form (x1 = 2·IRM − 1,
+per-chunk time, diffusion forcing style; MSE on x̂1, which is the velocity MSE reweighted by (1 − t)²)
++ `sisdr_weight` × −SI-SDR of the waveform of the estimate x̂1 after the iSTFT.
+Whole examples are put at t = 0 with probability `t0_probability`: that is the default 1-step inference regime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
+from samstream.model.embedded import (EmbeddedConfig, EmbeddedModel, analysis_frames, clip_spectra,
+                                      ideal_ratio_mask, log_magnitude, mask_to_state, overlap_add, save_embedded,
+                                      state_to_mask, synthesis_frames, with_lookahead)
+from samstream.model.training.baseline import BaselineConfig, BaselineModel, save_baseline
+from samstream.model.training.common import DataError
+
+
+@dataclass
+class TrainingExample:
+    """One on-the-fly mixture at 16 kHz: the target stem and the mixture (target + interferers)."""
+
+    mixture: np.ndarray  # [S] float32
+    target: np.ndarray  # [S] float32 (zeros for a negative query)
+    prompt: str | None  # the text prompt (a training paraphrase), None for audio-only prompting
+    example: np.ndarray | None = None  # an enrollment clip of the target (other utterances of the same speaker)
+    example_required: bool = False  # voice-pick examples: only the clip says which voice is the target
+
+
+class ExampleSource(Protocol):
+    def sample(self, rng: np.random.Generator) -> TrainingExample:
+        ...
+
+
+class MixtureSource:
+    """Examples from the data pipeline's on-the-fly generator (model/training/mixtures.py), train split only."""
+
+    def __init__(self, cache_dir: Path, seconds: float, speaker_pair_rate: float = 0.15):
+        from samstream.model.training.mixtures import MixtureConfig, MixtureGenerator
+
+        config = MixtureConfig(seconds=seconds, speaker_pair_rate=speaker_pair_rate)
+        self.generator = MixtureGenerator.from_cache(cache_dir, "train", config)
+
+    def sample(self, rng: np.random.Generator) -> TrainingExample:
+        from samstream.model.training.mixtures import SPEAKER_CLASS
+
+        for attempt in range(10):
+            try:
+                ex = self.generator.example(rng)
+                break
+            except (OSError, RuntimeError) as error:
+                # the data pipeline may re-render stems while a long run reads them: draw another example
+                print(f"skipping an example: {error}", file=sys.stderr)
+        else:
+            raise DataError("10 examples in a row could not be read; is the data cache being rebuilt?")
+        return TrainingExample(ex.mixture, ex.target, ex.prompt, ex.enrollment,
+                               example_required=ex.class_name == SPEAKER_CLASS)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "embedded"  # or "baseline"
+    steps: int = 200_000
+    batch_size: int = 8
+    seconds: float = 3.0  # crop length (rounded to whole chunks)
+    lr: float = 1e-3
+    warmup: int = 300
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    sisdr_weight: float = 0.1  # per dB, against the x1 MSE (~1 at the start)
+    t0_probability: float = 0.5
+    example_probability: float = 0.25  # use the example clip as a prompt (when the example has one)
+    text_drop_probability: float = 0.1  # with an example clip, drop the text
+    span_probability: float = 0.15
+    checkpoint_every_s: float = 180.0
+    log_every: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    model: dict = field(default_factory=dict)  # EmbeddedConfig / BaselineConfig overrides
+
+
+# -- batching ------------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    mixture: torch.Tensor  # [B,S]
+    target: torch.Tensor  # [B,S]
+    text: torch.Tensor  # [B,text_dim]
+    text_valid: torch.Tensor  # [B] bool
+    example: torch.Tensor  # [B,Se] (zero padded)
+    example_valid: torch.Tensor  # [B] bool
+    example_lengths: torch.Tensor  # [B]
+    anchors: torch.Tensor  # [B,T] anchor ids per frame
+
+
+def crop_samples(config: TrainConfig, chunk_samples: int) -> int:
+    return max(1, round(config.seconds * 16000 / chunk_samples)) * chunk_samples
+
+
+def span_anchors(target: np.ndarray, mixture: np.ndarray, frames: int, hop: int, rng: np.random.Generator) -> np.ndarray:
+    """A random span labelled "+" where the target dominates, "-" where the rest dominates, else nothing."""
+    ids = np.full(frames, NULL, dtype=np.int64)
+    length = int(rng.integers(frames // 10 + 1, frames // 2 + 2))
+    start = int(rng.integers(0, max(1, frames - length)))
+    lo, hi = start * hop, min(len(target), (start + length) * hop)
+    s = float(np.sum(target[lo:hi] ** 2)) + 1e-9
+    n = float(np.sum((mixture[lo:hi] - target[lo:hi]) ** 2)) + 1e-9
+    ratio = 10 * math.log10(s / n)
+    if ratio > 3:
+        ids[start : start + length] = POSITIVE
+    elif ratio < -3:
+        ids[start : start + length] = NEGATIVE
+    return ids
+
+
+def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Tensor], config: TrainConfig,
+               samples: int, hop: int, rng: np.random.Generator) -> Batch:
+    """Crops, prompt choices (text / example clip / span) and tensors for one training batch."""
+    count, frames = len(examples), samples // hop
+    mixture, target = np.zeros((count, samples), np.float32), np.zeros((count, samples), np.float32)
+    text = torch.zeros(count, next(iter(text_vectors.values())).shape[-1])
+    text_valid = torch.zeros(count, dtype=torch.bool)
+    example_valid = torch.zeros(count, dtype=torch.bool)
+    clips, anchors = [], np.full((count, frames), NULL, dtype=np.int64)
+    for i, ex in enumerate(examples):
+        start = int(rng.integers(0, max(1, len(ex.mixture) - samples + 1)))
+        n = min(samples, len(ex.mixture) - start)
+        mixture[i, :n], target[i, :n] = ex.mixture[start : start + n], ex.target[start : start + n]
+        use_example = ex.example is not None and (ex.prompt is None or ex.example_required
+                                                  or rng.random() < config.example_probability)
+        use_text = ex.prompt is not None and not (use_example and rng.random() < config.text_drop_probability)
+        if use_text:
+            text[i], text_valid[i] = text_vectors[ex.prompt], True
+        if use_example:
+            clips.append(ex.example)
+            example_valid[i] = True
+        else:
+            clips.append(np.zeros(0, np.float32))
+        if rng.random() < config.span_probability or not (use_text or use_example):
+            anchors[i] = span_anchors(target[i], mixture[i], frames, hop, rng)
+    longest = max(1, max(len(c) for c in clips))
+    example = np.zeros((count, longest), np.float32)
+    for i, clip in enumerate(clips):
+        example[i, : len(clip)] = clip
+    return Batch(torch.from_numpy(mixture), torch.from_numpy(target), text, text_valid, torch.from_numpy(example),
+                 example_valid, torch.tensor([len(c) for c in clips]), torch.from_numpy(anchors))
+
+
+# -- losses --------------------------------------------------------------------------------------------------
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB per row ([B,S] in, [B] out)."""
+    reference = reference - reference.mean(-1, keepdim=True)
+    estimate = estimate - estimate.mean(-1, keepdim=True)
+    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + eps)
+    projection = scale * reference
+    noise = estimate - projection
+    return 10 * torch.log10((projection.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+def sisdr_rows(target: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """Rows whose target is audible (negative queries have a silent target and no defined SI-SDR)."""
+    return target.pow(2).sum(-1) > 1e-4 * mixture.pow(2).sum(-1) + 1e-8
+
+
+def embedded_loss(model: EmbeddedModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
+    c = model.config
+    device = batch.mixture.device
+    count, samples = batch.mixture.shape
+    frames, overlap = samples // c.hop, c.n_fft - c.hop
+    padded = F.pad(batch.mixture, (overlap, overlap + c.lookahead_frames * c.hop))
+    spectra = analysis_frames(padded, c.n_fft, c.hop)[:, : frames + c.lookahead_frames]
+    target_spectra = analysis_frames(F.pad(batch.target, (overlap, overlap)), c.n_fft, c.hop)[:, :frames]
+    mix = spectra[:, :frames]
+    x1 = mask_to_state(ideal_ratio_mask(target_spectra, mix))
+
+    chunks = frames // c.chunk_frames
+    t = torch.rand(count, chunks, generator=generator).to(device)
+    t = torch.where(torch.rand(count, 1, generator=generator).to(device) < config.t0_probability, 0.0, t)
+    t = t.repeat_interleave(c.chunk_frames, dim=1)
+    x0 = torch.randn(x1.shape, generator=generator).to(device)
+    xt = (1 - t[..., None]) * x0 + t[..., None] * x1
+
+    example = None
+    if bool(batch.example_valid.any()):
+        example_spectra = clip_spectra(batch.example, c)
+        valid = (torch.arange(example_spectra.shape[1], device=device)[None] * c.hop
+                 < batch.example_lengths[:, None].to(device))
+        example = model.encode_example(example_spectra, valid)
+    prompt = model.prompt_memory(batch.text, example, batch.text_valid, batch.example_valid, batch=count)
+    tokens = model.frame_tokens(with_lookahead(log_magnitude(spectra), c.lookahead_frames), batch.anchors)
+    clean = model.clean_state_parallel(tokens, xt, t, prompt)
+    flow = F.mse_loss(clean, x1)
+
+    estimate = state_to_mask(clean)
+    wav = overlap_add(synthesis_frames(mix * estimate, c.n_fft), c.hop)[:, overlap : overlap + samples - c.hop]
+    reference = batch.target[:, : samples - c.hop]
+    rows = sisdr_rows(reference, batch.mixture[:, : samples - c.hop])
+    score = si_sdr(wav, reference)[rows]
+    sisdr = score.mean() if len(score) else wav.new_zeros(())
+    loss = flow - config.sisdr_weight * sisdr
+    return loss, {"loss": loss.item(), "flow": flow.item(), "si_sdr": sisdr.item()}
+
+
+def baseline_loss(model: BaselineModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
+    estimate = model.separate_waveform(batch.mixture, batch.text)
+    rows = sisdr_rows(batch.target, batch.mixture)
+    score = si_sdr(estimate, batch.target)[rows]
+    sisdr = score.mean() if len(score) else estimate.new_zeros(())
+    # a negative query's target is silence: penalise output energy relative to the mixture
+    silent = ~rows
+    leak = (10 * torch.log10(estimate[silent].pow(2).sum(-1) / (batch.mixture[silent].pow(2).sum(-1) + 1e-8) + 1e-4)
+            ).mean() if bool(silent.any()) else estimate.new_zeros(())
+    loss = -sisdr + 0.1 * leak
+    return loss, {"loss": loss.item(), "si_sdr": sisdr.item()}
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+def build_model(config: TrainConfig):
+    if config.arch == "embedded":
+        return EmbeddedModel(EmbeddedConfig(**config.model))
+    if config.arch == "baseline":
+        return BaselineModel(BaselineConfig(**config.model))
+    raise ValueError(f"unknown arch {config.arch!r} (embedded or baseline)")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, config.warmup))
+    progress = min(1.0, step / max(1, config.steps))
+    return config.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def export(model, run_dir: Path, step: int, config: TrainConfig) -> Path:
+    path = run_dir / "model.safetensors"
+    meta = {"arch": config.arch, "step": step}
+    (save_embedded if config.arch == "embedded" else save_baseline)(model, path, meta)
+    return path
+
+
+def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, torch.Tensor], run_dir: Path,
+          progress: bool = True, max_seconds: float | None = None) -> dict:
+    """Train (or resume) in `run_dir` until `config.steps` or `max_seconds`; returns the last logged figures."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(config.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(config.device)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, rng = 0, np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    checkpoint = run_dir / "checkpoint.pt"
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        rng.bit_generator.state = state["rng"]
+        generator.set_state(state["generator"])
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    chunk = model.config.chunk_samples if config.arch == "embedded" else 512
+    samples = crop_samples(config, chunk)
+    loss_fn = embedded_loss if config.arch == "embedded" else baseline_loss
+    hop = model.config.hop
+    started = last_save = time.monotonic()
+    averages: dict[str, float] = {}
+    bar = tqdm(total=config.steps, initial=step, desc=f"train {config.arch}", unit="step", disable=not progress)
+    model.train()
+    with open(run_dir / "log.jsonl", "a") as log:
+        while step < config.steps:
+            examples = [source.sample(rng) for _ in range(config.batch_size)]
+            batch = make_batch(examples, text_vectors, config, samples, hop, rng)
+            batch = Batch(*(v.to(device) for v in vars(batch).values()))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            loss, figures = loss_fn(model, batch, config, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            for key, value in figures.items():
+                averages[key] = value if key not in averages else 0.95 * averages[key] + 0.05 * value
+            bar.update()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in averages.items()})
+            if step % config.log_every == 0:
+                log.write(json.dumps({"step": step, "time": time.time(), **averages}) + "\n")
+                log.flush()
+            now = time.monotonic()
+            out_of_time = max_seconds is not None and now - started > max_seconds
+            if now - last_save > config.checkpoint_every_s or step == config.steps or out_of_time:
+                save_checkpoint(checkpoint, model, optimizer, step, rng, generator)
+                export(model, run_dir, step, config)
+                last_save = now
+            if out_of_time:
+                break
+    bar.close()
+    return {"step": step, **averages}
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator,
+                    generator: torch.Generator) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "rng": rng.bit_generator.state, "generator": generator.get_state()}, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def embed_prompts(prompts: list[str], cache_path: Path | None = None, encoder=None) -> dict[str, torch.Tensor]:
+    """MiniLM vectors of every training wording, cached on disk (loading the encoder takes ~12 s)."""
+    from safetensors.torch import load_file, save_file
+
+    if cache_path is not None and cache_path.is_file():
+        stored = load_file(str(cache_path))
+        names = json.loads(cache_path.with_suffix(".json").read_text())
+        if set(prompts) <= set(names):
+            return {name: stored["vectors"][i] for i, name in enumerate(names)}
+    if encoder is None:
+        from samstream.model.text import MiniLMTextEncoder
+
+        encoder = MiniLMTextEncoder()
+    vectors, _ = encoder.encode(prompts)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"vectors": vectors[:, 0].contiguous()}, str(cache_path))
+        cache_path.with_suffix(".json").write_text(json.dumps(prompts))
+    return {name: vectors[i, 0] for i, name in enumerate(prompts)}

@@ -1,0 +1,101 @@
+"""`samstream serve [--model tiny|DIR] [--host 127.0.0.1] [--port 8765] [--token T] [--max-sessions N]
+[--allowed-origin O ...] [--static DIR]`: the live separation server: the WebSocket protocol samstream.v1
+(docs/protocol.md) with WebRTC signalling on the same socket (docs/webrtc.md), /health, /metrics and the
+browser client. Stops gracefully on SIGINT/SIGTERM: open sessions get their tail and `end`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny",
+                        help="'tiny' (embedded default), a SAM Audio checkpoint directory, or 'random' (the tiny "
+                             "architecture with untrained weights: same speed, no separation; for client and "
+                             "load tests)")
+    parser.add_argument("--text-encoder", help="local T5 directory for SAM Audio checkpoints (or SAMSTREAM_T5_DIR)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token")
+    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port, logged)")
+    parser.add_argument("--token", default=os.environ.get("SAMSTREAM_TOKEN"),
+                        help="access token clients must send (default: $SAMSTREAM_TOKEN)")
+    parser.add_argument("--max-sessions", type=int, default=16, help="concurrent streaming sessions")
+    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                        help="browser origin allowed to connect besides the server's own, e.g. "
+                             "https://app.example.org; repeatable")
+    parser.add_argument("--static", type=Path, help="folder of the browser client served at / (default: clients/web)")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a client message "
+                                                                        "before its connection is closed")
+    parser.add_argument("--max-message-bytes", type=int, default=2**21, help="largest WebSocket message accepted")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads for the model (default 1: on a shared 2-core machine two threads "
+                             "made a batch-1 step ~50x slower than one)")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the start-up run that loads the text encoder before clients arrive")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import time
+
+    import numpy as np
+    import torch
+
+    from samstream.model.errors import UserFacingError
+    from samstream.stream.processor import Prompt
+    from samstream.stream.server.app import SeparationServer, default_static_dir
+    from samstream.stream.server.ops import ServerConfig, configure_logging
+    from samstream.stream.server.webrtc import WebRTCService
+
+    configure_logging()
+    log = logging.getLogger("samstream.server")
+    config = ServerConfig(host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
+                          allowed_origins=tuple(args.allowed_origin), static_dir=args.static or default_static_dir(),
+                          max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout)
+    config.check()  # before loading the model: a refused setting should not cost a model load
+    torch.set_num_threads(args.threads)
+    processor = load_processor(args.model, args.text_encoder)
+
+    async def serve() -> None:
+        server = SeparationServer(processor, config, model_name=args.model)
+        WebRTCService(server)  # webrtc_offer / webrtc_candidate / webrtc_ping on the same socket (docs/webrtc.md)
+        if not args.no_warmup:
+            # The first text prompt loads the text encoder on the batcher's thread (~12 s), which would stall
+            # every stream running then; load it now, while no one is listening.
+            started = time.perf_counter()
+            try:
+                handle = await server.batcher.open(Prompt(text="speech"), processor.sample_rate)
+                await handle.push(np.zeros(processor.sample_rate // 2, dtype=np.float32))
+                await handle.close()
+                log.info("warmed up", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
+            except UserFacingError as error:
+                log.warning("text prompts are unavailable", extra={"fields": {"reason": str(error)}})
+        await server.run_until_signal()
+
+    asyncio.run(serve())
+    return 0
+
+
+def load_processor(model: str, text_encoder: str | None = None):
+    """The engine processor for --model, with a clear error when the default model cannot load."""
+    from samstream.model.errors import ModelLoadError
+
+    if model == "random":
+        import torch
+
+        from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, EmbeddedSeparator
+        from samstream.stream.regimes.block_causal import BlockCausalProcessor
+
+        torch.manual_seed(0)
+        return BlockCausalProcessor(EmbeddedSeparator(EmbeddedModel(EmbeddedConfig())))
+    from samstream.stream.regimes import make_processor
+
+    try:
+        return make_processor(model, text_encoder)
+    except ModelLoadError as error:
+        if model != "tiny":
+            raise
+        raise ModelLoadError(f"the default model 'tiny' cannot load ({error}); pass --model DIR with a SAM Audio "
+                             "checkpoint directory, or train the embedded model (samstream train)") from None

@@ -1,0 +1,235 @@
+"""The server process: one asyncio event loop serving WebSocket clients (ws.py) and plain HTTP GETs
+(/health, /metrics, the browser client's static files) on one port, in front of one `Batcher`.
+
+The event loop only moves bytes, parses messages and buffers audio; every call into the model runs on
+the batcher's worker thread. HTTP requests are answered in websockets' `process_request` hook, before
+any WebSocket handshake: no second web framework is needed for a handful of GET routes.
+
+    server = SeparationServer(processor, ServerConfig(port=0), model_name="tiny")
+    await server.start()            # server.port is the bound port
+    ...
+    await server.shutdown()         # every open session gets its tail and `end`, then 1001
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import json
+import logging
+import mimetypes
+import secrets
+import signal
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from samstream.model.errors import UserFacingError
+from samstream.stream.batcher import Batcher, StreamHandle
+from samstream.stream.processor import ChunkProcessor, Prompt
+from samstream.stream.server.ops import (
+    ServerConfig, ServerConfigError, ServerMetrics, origin_allowed, token_matches,
+)
+from samstream.stream.server.ws import PROTOCOL, Connection, MessageHandler, ProtocolError
+
+log = logging.getLogger("samstream.server")
+
+
+class SeparationServer:
+    def __init__(self, processor: ChunkProcessor, config: ServerConfig, model_name: str, **batcher_options) -> None:
+        """`batcher_options` go to the `Batcher` (e.g. realtime_budget_s); one batch holds every session."""
+        config.check()
+        self.config = config
+        self.model_name = model_name
+        self.model_rate = processor.sample_rate
+        batcher_options.setdefault("max_batch", config.max_sessions)
+        self.batcher = Batcher(processor, max_frame_s=config.max_frame_s, **batcher_options)
+        self.metrics = ServerMetrics()
+        self.sessions: dict[str, StreamHandle] = {}
+        self.connections: set[Connection] = set()
+        self.message_handlers: dict[str, MessageHandler] = {}
+        self.port: int | None = None
+        self._opening = 0  # sessions being opened (counted against the limit before they exist)
+        self._server: Server | None = None
+        self._shutting_down = False
+
+    def register_message_handler(self, message_type: str, handler: MessageHandler) -> None:
+        """Serve another JSON message type on the same WebSocket: `await handler(connection, message)`.
+
+        The handler replies with `await connection.send_message({...})` (replies stay in request order),
+        refuses with `ProtocolError(code, message)`, and can hook the connection's end with
+        `connection.add_cleanup(...)`. E.g. stream/server/webrtc.py: webrtc_offer, webrtc_candidate."""
+        if message_type in ("start", "prompt", "flush", "stop", "metrics") or message_type in self.message_handlers:
+            raise ValueError(f"message type {message_type!r} is already handled")
+        self.message_handlers[message_type] = handler
+
+    # ---------------------------------------------------------------- sessions
+
+    async def open_stream(self, prompt: Prompt, client_rate: int) -> tuple[str, StreamHandle]:
+        """A new engine session, within the session limit; returns (session id, handle)."""
+        if len(self.sessions) + self._opening >= self.config.max_sessions:
+            raise ProtocolError("too_many_sessions", f"the server is at its limit of {self.config.max_sessions} "
+                                                     "sessions: try again later")
+        self._opening += 1
+        try:
+            handle = await self.batcher.open(prompt, client_rate)
+        except UserFacingError as error:  # e.g. a text prompt for a model without a text encoder
+            raise ProtocolError("bad_prompt", str(error)) from None
+        except Exception as error:
+            log.exception("opening a session failed")
+            raise ProtocolError("model_error", f"the model could not open a session: {error}") from None
+        finally:
+            self._opening -= 1
+        session_id = secrets.token_hex(6)
+        self.sessions[session_id] = handle
+        self.metrics.sessions_started += 1
+        return session_id, handle
+
+    def release(self, session_id: str) -> bool:
+        """Forget a finished session (its figures join the totals); False if it was already released."""
+        handle = self.sessions.pop(session_id, None)
+        if handle is None:
+            return False
+        self.metrics.session_ended(handle.metrics)
+        return True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        try:
+            self._server = await serve(
+                self._handle, self.config.host, self.config.port, process_request=self._process_request,
+                max_size=self.config.max_message_bytes, server_header=f"samstream ({PROTOCOL})",
+            )
+        except OSError as error:
+            raise ServerConfigError(f"cannot listen on {self.config.host}:{self.config.port} ({error.strerror}): "
+                                    "choose another --port or --host") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("listening", extra={"fields": {
+            "url": f"ws://{self.config.host}:{self.port}", "host": self.config.host, "port": self.port,
+            "model": self.model_name, "max_sessions": self.config.max_sessions,
+            "auth": self.config.token is not None, "static": str(self.config.static_dir)}})
+
+    async def shutdown(self) -> None:
+        """Stop accepting connections, flush every session (tail + `end`) and close the connections (1001)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        log.info("shutting down", extra={"fields": {"sessions": len(self.sessions)}})
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            for connection in list(self.connections):
+                connection.request_shutdown()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_grace_s)
+            except TimeoutError:  # a client that does not read its tail must not hold the shutdown up
+                log.warning("shutdown grace period over: dropping the remaining connections")
+                for connection in list(self.connections):
+                    connection.ws.transport.abort()
+                await self._server.wait_closed()
+        await self.batcher.aclose()
+        log.info("stopped", extra={"fields": {"sessions_started": self.metrics.sessions_started}})
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await self.shutdown()
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        connection = Connection(self, websocket)
+        if self._shutting_down:  # accepted just before the listener closed
+            connection.request_shutdown()
+        self.connections.add(connection)
+        self.metrics.connections += 1
+        log.info("connected", extra={"fields": {**connection.log_fields,
+                                                "origin": websocket.request.headers.get("Origin")}})
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+            self.metrics.connections -= 1
+            log.info("disconnected", extra={"fields": connection.log_fields})
+
+    # ---------------------------------------------------------------- HTTP
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse a WebSocket handshake (None lets it proceed), or answer a plain GET."""
+        path = urlsplit(request.path).path
+        headers = request.headers
+        if "websocket" in headers.get("Upgrade", "").lower():
+            if path != "/":
+                return self._refusal(http.HTTPStatus.NOT_FOUND, "bad_message", "the WebSocket endpoint is /")
+            if not token_matches(self.config, request.path, headers.get("Authorization")):
+                return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
+                                     "missing or wrong token: send 'Authorization: Bearer T' or ?token=T")
+            if not origin_allowed(self.config, headers.get("Origin"), headers.get("Host")):
+                return self._refusal(http.HTTPStatus.FORBIDDEN, "origin_forbidden",
+                                     f"origin {headers.get('Origin')} may not connect: start the server with "
+                                     "--allowed-origin for it")
+            return None
+        if path == "/health":
+            health = {"ok": not self._shutting_down, "model": self.model_name, "protocol": PROTOCOL,
+                      "sessions": len(self.sessions), "max_sessions": self.config.max_sessions,
+                      "connections": len(self.connections), "level": self.batcher.level}
+            status = http.HTTPStatus.SERVICE_UNAVAILABLE if self._shutting_down else http.HTTPStatus.OK
+            return http_response(status, json.dumps(health).encode(), "application/json")
+        if path == "/metrics":
+            if not token_matches(self.config, request.path, headers.get("Authorization")):
+                return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or wrong token")
+            text = self.metrics.render(self.model_name, [h.metrics for h in self.sessions.values()],
+                                       self.batcher.level, self.config.max_sessions)
+            return http_response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        return await self._static(path)
+
+    def _refusal(self, status: http.HTTPStatus, code: str, message: str) -> Response:
+        self.metrics.errors[code] += 1
+        log.info("refused", extra={"fields": {"code": code, "status": status.value}})
+        body = json.dumps({"type": "error", "code": code, "message": message, "request": "handshake"})
+        return http_response(status, body.encode(), "application/json")
+
+    async def _static(self, path: str) -> Response:
+        root = self.config.static_dir
+        if root is None:
+            return http_response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        root = root.resolve()
+        relative = unquote(path).lstrip("/") or "index.html"
+        file = (root / relative).resolve()
+        if not file.is_relative_to(root) or not file.is_file():  # no escaping the folder with ../
+            return http_response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        body = await asyncio.to_thread(file.read_bytes)
+        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type == "application/javascript":
+            content_type += "; charset=utf-8"
+        return http_response(http.HTTPStatus.OK, body, content_type)
+
+
+def http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Length", str(len(body))),
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-cache"),
+    ])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def default_static_dir() -> Path | None:
+    """The browser client shipped with the package (clients/web), if this build has it."""
+    import samstream.clients
+
+    folder = Path(samstream.clients.__file__).resolve().parent / "web"
+    return folder if folder.is_dir() else None

@@ -1,0 +1,642 @@
+"""WebRTC transport (aiortc): the caller's microphone track in, the separated track out.
+
+One `WebRTCPeer` per call. Signalling rides on the server's WebSocket (protocol "samstream.v1",
+docs/webrtc.md): the client sends `webrtc_offer` (its SDP with every ICE candidate gathered, and the
+first prompt) and gets `webrtc_answer`. Then:
+
+    caller's audio track ─► SeparatedTrack: downmix, engine session (Batcher handle), mix ─► back to the caller
+    data channel "control": prompt changes in, live metrics (latency, RTF, degradation) out
+
+The output track follows aiortc's `examples/server`: a `MediaStreamTrack` whose `recv()` returns the
+next transformed frame. The caller's frames are fed to the engine as they arrive (a pump task), so a
+compute backlog shows up in the batcher, which degrades in its declared way, rather than in aiortc's
+queues. Every input sample yields exactly one output sample: output sample n is the separation of
+input sample n - L, L = `latency_samples` (in the answer and in every metrics message).
+
+The call lives as long as its signalling WebSocket (hanging up = closing the socket, and a server
+shutdown hangs up every call), the caller's track, and the peer connection. The server closes
+connections that send nothing for its idle timeout, so callers send `webrtc_ping` now and then.
+
+Data channel messages (JSON text), caller -> server:
+    {"type": "prompt", "text": "dog barking", "spans": [["+", 3.2, 4.0]], "example": null}
+        every key optional: a key that is present replaces that part of the prompt (null clears it)
+    {"type": "span_begin", "sign": "+"} ... {"type": "span_end", "sign": "+"}
+        "this sound" / "not this" held down: a span on the stream clock, open until released
+    {"type": "enroll", "seconds": 3}      the last N seconds of the caller's input become the audio example
+    {"type": "output", "target": 1.0, "residual": 0.0}   gains of the two outputs in what the caller hears
+server -> caller: {"type": "metrics", ...} every `metrics_interval_s`; {"type": "prompt", "prompt": {...}}
+after each change; {"type": "error", "code": ..., "message": ..., "request": ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import logging
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import numpy as np
+import soxr
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame, CodecContext, Packet
+
+from samstream.model.errors import UserFacingError
+from samstream.stream.processor import Prompt, StreamInputError
+from samstream.stream.ringbuffer import RingBuffer
+from samstream.stream.server.ws import ProtocolError
+
+if TYPE_CHECKING:
+    from samstream.stream.batcher import StreamHandle
+    from samstream.stream.server.app import SeparationServer
+    from samstream.stream.server.ws import Connection
+
+log = logging.getLogger("samstream.server")
+
+RATE = 48000  # aiortc decodes Opus to 48 kHz, and encodes from it
+TIME_BASE = fractions.Fraction(1, RATE)
+FRAME = 960  # 20 ms: the Opus packet size browsers use
+OPEN_SPAN_S = 24 * 3600.0  # the end of a span whose button is still held
+MAX_ENROLL_S = 10.0  # input history kept for "enroll this voice"
+MIN_ENROLL_S = 0.5
+MAX_CONTROL_BYTES = 65536
+
+
+# ---------------------------------------------------------------------------------------- audio frames
+
+
+def frame_to_mono(frame) -> np.ndarray:
+    """An av.AudioFrame (s16 or float, packed or planar, any channel count) as float32 mono in [-1, 1]."""
+    channels = len(frame.layout.channels)
+    samples = frame.to_ndarray()
+    if frame.format.is_planar:
+        samples = samples.reshape(channels, -1)
+    else:
+        samples = samples.reshape(-1, channels).T
+    if samples.dtype == np.int16:
+        scale = 1.0 / 32768.0
+    elif samples.dtype == np.int32:
+        scale = 1.0 / 2147483648.0
+    elif np.issubdtype(samples.dtype, np.floating):
+        scale = 1.0
+    else:
+        raise StreamInputError(f"unsupported audio sample format {frame.format.name}")
+    mono = samples.mean(axis=0, dtype=np.float64) if channels > 1 else samples[0]
+    return (mono * scale).astype(np.float32)
+
+
+def mono_to_frame(pcm: np.ndarray, pts: int):
+    """float32 mono at 48 kHz -> an s16 mono av.AudioFrame stamped `pts` (in samples)."""
+    pcm16 = np.round(np.clip(pcm, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    frame = AudioFrame.from_ndarray(pcm16[None, :], format="s16", layout="mono")
+    frame.sample_rate = RATE
+    frame.pts = pts
+    frame.time_base = TIME_BASE
+    return frame
+
+
+class OpusPacketEncoder:
+    """Opus packets from float32 mono 48 kHz audio of any block length, 20 ms per packet.
+
+    Tracks hand aiortc these packets instead of raw frames (aiortc sends pre-encoded packets as they
+    are) because aiortc's own encoder runs libopus in "voip" mode, whose speech processing bends the
+    waveform: a music-like test signal came back at ~11 dB SI-SDR whatever the bitrate. "lowdelay"
+    (CELT only, 2.5 ms look-ahead instead of 6.5 ms) at 128 kbit/s gave ~31 dB.
+    """
+
+    def __init__(self, bitrate: int = 128000) -> None:
+        self.codec = CodecContext.create("libopus", "w")
+        self.codec.bit_rate = bitrate
+        self.codec.format = "s16"
+        self.codec.layout = "mono"
+        self.codec.sample_rate = RATE
+        self.codec.time_base = TIME_BASE
+        self.codec.options = {"application": "lowdelay"}
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.samples = 0  # samples encoded: the next packet's timestamp
+
+    def encode(self, pcm: np.ndarray) -> list[Packet]:
+        """Packets for every whole 20 ms now buffered (the remainder waits for the next call)."""
+        self._pending = np.concatenate([self._pending, pcm]) if len(self._pending) else pcm
+        packets = []
+        while len(self._pending) >= FRAME:
+            frame = mono_to_frame(self._pending[:FRAME], self.samples)
+            self._pending = self._pending[FRAME:]
+            for packet in self.codec.encode(frame):
+                packet.pts = self.samples  # the stream position it starts at (libopus counts its look-ahead)
+                packet.time_base = TIME_BASE
+                packets.append(packet)
+            self.samples += FRAME
+        return packets
+
+
+class OutputMix:
+    """What the caller hears: target_gain * target + residual_gain * residual.
+
+    A gain change ramps linearly over one frame, so moving the slider does not click.
+    """
+
+    def __init__(self, target: float = 1.0, residual: float = 0.0) -> None:
+        self.gains = self._check(target, residual)
+        self._previous = self.gains
+
+    @staticmethod
+    def _check(target: Any, residual: Any) -> np.ndarray:
+        try:
+            gains = np.array([float(target), float(residual)], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ProtocolError("bad_message", f"output gains must be numbers, got target={target!r}, residual={residual!r}") from None
+        if not np.isfinite(gains).all() or (gains < 0).any() or (gains > 2).any():
+            raise ProtocolError("bad_message", f"output gains must lie in [0, 2], got target={target}, residual={residual}")
+        return gains
+
+    def set(self, target: Any, residual: Any) -> None:
+        self.gains = self._check(target, residual)
+
+    def apply(self, target: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        start, end = self._previous, self.gains
+        self._previous = end
+        if np.array_equal(start, end):
+            return end[0] * target + end[1] * residual
+        ramp = np.arange(1, len(target) + 1, dtype=np.float32) / max(1, len(target))
+        gains = start[:, None] + (end - start)[:, None] * ramp[None, :]
+        return (gains[0] * target + gains[1] * residual).astype(np.float32)
+
+
+class InputHistory:
+    """The last `seconds` of the caller's input (mono, 48 kHz), for "enroll this voice"."""
+
+    def __init__(self, seconds: float = MAX_ENROLL_S) -> None:
+        self._ring = RingBuffer(math.ceil(seconds * RATE))
+
+    def write(self, pcm: np.ndarray) -> None:
+        pcm = pcm[-self._ring.capacity :]
+        overflow = len(pcm) - self._ring.free
+        if overflow > 0:
+            self._ring.advance(overflow)
+        self._ring.write(pcm)
+
+    def last(self, seconds: float) -> np.ndarray:
+        n = min(self._ring.available, round(seconds * RATE))
+        out = np.empty(n, dtype=np.float32)
+        self._ring.peek_into(out, offset=self._ring.available - n)
+        return out
+
+
+# ---------------------------------------------------------------------------------------- the track
+
+
+class SeparatedTrack(MediaStreamTrack):
+    """The caller's audio, separated: one output sample for every input sample, as 20 ms Opus packets."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack, handle: StreamHandle, mix: OutputMix,
+                 on_end: Callable[[Exception | None], None], queue_frames: int = 100, bitrate: int = 128000) -> None:
+        super().__init__()
+        self.source = source
+        self.handle = handle
+        self.mix = mix
+        self.history = InputHistory()
+        self.samples_in = 0  # caller samples fed to the engine: the stream clock of spans
+        self.samples_out = 0
+        # Observers of every frame: (input, target, residual), aligned by stream index (output n is
+        # the separation of input n - latency_samples). Recording and monitoring hook.
+        self.listeners: list[Callable[[np.ndarray, np.ndarray, np.ndarray], None]] = []
+        self._on_end = on_end  # called once when the stream ends: None (the caller's track ended) or the error
+        self._pending: asyncio.Queue = asyncio.Queue(maxsize=queue_frames)
+        self._pump_task: asyncio.Task | None = None
+        self._encoder = OpusPacketEncoder(bitrate)
+        self._packets: deque[Packet] = deque()
+
+    async def _pump(self) -> None:
+        """Feed the caller's frames to the engine as they arrive; recv() collects the results in order."""
+        try:
+            while True:
+                frame = await self.source.recv()
+                if frame.sample_rate != RATE:
+                    raise StreamInputError(f"WebRTC audio must arrive at {RATE} Hz, got {frame.sample_rate} Hz")
+                pcm = frame_to_mono(frame)
+                self.history.write(pcm)
+                self.samples_in += len(pcm)
+                # Tasks start in creation order, so frames reach the session in arrival order.
+                await self._pending.put((pcm, asyncio.ensure_future(self.handle.push(pcm))))
+        except MediaStreamError:
+            pass
+        except Exception as error:  # reported once by recv()
+            await self._pending.put((None, error))
+            return
+        await self._pending.put(None)
+
+    async def recv(self) -> Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._pump_task is None:
+            self._pump_task = asyncio.ensure_future(self._pump())
+        while not self._packets:
+            await self._separate_next()
+        return self._packets.popleft()
+
+    async def _separate_next(self) -> None:
+        item = await self._pending.get()
+        if item is None:  # the caller's track ended
+            self.stop()
+            self._on_end(None)
+            raise MediaStreamError
+        pcm, result = item
+        try:
+            if isinstance(result, Exception):
+                raise result
+            target, residual = await result
+        except Exception as error:
+            self.stop()
+            self._on_end(error)
+            raise MediaStreamError from error
+        for listener in self.listeners:
+            listener(pcm, target, residual)
+        self.samples_out += len(pcm)
+        self._packets.extend(self._encoder.encode(self.mix.apply(target, residual)))
+
+    def stop(self) -> None:
+        super().stop()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+
+
+# ---------------------------------------------------------------------------------------- prompts
+
+
+class PromptParts:
+    """The parts of a caller's prompt, each replaceable on its own (text, spans, audio example)."""
+
+    def __init__(self, text: str | None = None, spans: tuple = (), example: np.ndarray | None = None) -> None:
+        self.text, self.spans, self.example = text, spans, example
+
+    def update(self, message: dict) -> PromptParts:
+        unknown = sorted(set(message) - {"type", "text", "spans", "example"})
+        if unknown:
+            raise ProtocolError("bad_prompt", f"unknown prompt fields {unknown}: use text, spans, example")
+        parts = PromptParts(self.text, self.spans, self.example)
+        if "text" in message:
+            text = message["text"]
+            if text is not None and not isinstance(text, str):
+                raise ProtocolError("bad_prompt", f"prompt 'text' must be a string or null, got {text!r}")
+            parts.text = text if text and text.strip() else None
+        if "spans" in message:
+            spans = message["spans"] or []
+            if not isinstance(spans, list) or not all(isinstance(span, list) for span in spans):
+                raise ProtocolError("bad_prompt", f"prompt 'spans' must be a list of [sign, start_s, end_s], got {spans!r}")
+            parts.spans = tuple(tuple(span) for span in spans)
+        if "example" in message:
+            if message["example"] is not None:
+                raise ProtocolError("bad_prompt", "over WebRTC 'example' can only be cleared (null): "
+                                                  "send 'enroll' to take one from your input")
+            parts.example = None
+        return parts
+
+    def prompt(self) -> Prompt:
+        try:
+            return Prompt(text=self.text, spans=self.spans, example=self.example)
+        except UserFacingError as error:
+            raise ProtocolError("bad_prompt", str(error)) from None
+
+    def describe(self, model_rate: int) -> dict:
+        example_s = None if self.example is None else round(len(self.example) / model_rate, 3)
+        return {"text": self.text, "spans": [list(span) for span in self.spans], "example_s": example_s}
+
+
+def check_sign(sign: Any) -> str:
+    if sign not in ("+", "-"):
+        raise ProtocolError("bad_message", f"'sign' must be '+' (this sound) or '-' (not this), got {sign!r}")
+    return sign
+
+
+# ---------------------------------------------------------------------------------------- one call
+
+
+OpenStream = Callable[[Prompt, int], Awaitable["StreamHandle"]]
+
+
+class WebRTCPeer:
+    """One WebRTC call. `open_stream(prompt, rate)` opens its engine session (a `Batcher.open`, or the
+    server's, which counts sessions); `send(message)` reaches the caller over the signalling socket
+    (used until the data channel is open); `on_close()` runs once when the call ends.
+
+    `ice_servers` defaults to none: aiortc would otherwise ask Google's public STUN server; pass e.g.
+    ["stun:stun.example.org:3478"] when callers sit behind NAT.
+    """
+
+    def __init__(self, open_stream: OpenStream, send: Callable[[dict], Awaitable[None]] | None = None,
+                 on_close: Callable[[], None] | None = None, *, ice_servers: list[str] | tuple[str, ...] = (),
+                 metrics_interval_s: float = 0.5, echo_video: bool = True) -> None:
+        self.open_stream = open_stream
+        self.send = send
+        self.on_close = on_close
+        self.ice_servers = list(ice_servers)
+        self.metrics_interval_s = metrics_interval_s
+        self.echo_video = echo_video
+        self.pc: RTCPeerConnection | None = None
+        self.handle: StreamHandle | None = None
+        self.track: SeparatedTrack | None = None  # the separated output, once the caller's audio arrived
+        self.channel = None
+        self.parts = PromptParts()
+        self.mix = OutputMix()
+        self._open_spans: dict[str, tuple] = {}  # sign -> the open span of a held button
+        self._prompt_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self.closed = asyncio.Event()
+
+    @property
+    def model_rate(self) -> int:
+        return self.handle.session.model_rate
+
+    @property
+    def stream_s(self) -> float:
+        """The stream clock: seconds of the caller's audio fed to the engine (spans are on this clock)."""
+        return self.track.samples_in / RATE if self.track is not None else 0.0
+
+    async def accept(self, message: dict) -> dict:
+        """Handle a `webrtc_offer`; returns the `webrtc_answer` message."""
+        offer = message.get("offer")
+        if not isinstance(offer, dict) or offer.get("type") != "offer" or not isinstance(offer.get("sdp"), str):
+            raise ProtocolError("bad_message", "webrtc_offer needs 'offer': {\"type\": \"offer\", \"sdp\": \"...\"}")
+        if not isinstance(message.get("prompt"), dict):
+            raise ProtocolError("bad_prompt", "webrtc_offer needs 'prompt': {\"text\": ..., \"spans\": [...]}")
+        self.parts = PromptParts().update(message["prompt"])
+        prompt = self.parts.prompt()
+        output = message.get("output", {})
+        if not isinstance(output, dict):
+            raise ProtocolError("bad_message", "'output' must be {\"target\": gain, \"residual\": gain}")
+        self.mix = OutputMix(output.get("target", 1.0), output.get("residual", 0.0))
+        self.handle = await self.open_stream(prompt, RATE)
+
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(url) for url in self.ice_servers]))
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and self.track is None:
+                self.track = SeparatedTrack(track, self.handle, self.mix, self._stream_ended)
+                pc.addTrack(self.track)
+            elif track.kind == "video" and self.echo_video:
+                pc.addTrack(track)  # the call's picture comes back beside its separated sound
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            self.channel = channel
+            channel.on("message", lambda text: self._spawn(self.on_control(text)))
+            channel.on("close", lambda: self._spawn(self.close()))
+            self._spawn(self._send_metrics(channel))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._spawn(self.close())
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        except ValueError as error:  # aiortc's SDP parser
+            await self.close()
+            raise ProtocolError("bad_message", f"the offer's SDP is not usable: {error}") from None
+        if self.track is None:
+            await self.close()
+            raise ProtocolError("bad_message", "the offer carries no audio track: add the microphone before offering")
+        # Opus only (48 kHz both ways, what the session is opened at), never G.722 or G.711.
+        opus = [codec for codec in RTCRtpSender.getCapabilities("audio").codecs if codec.mimeType.lower() == "audio/opus"]
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio":
+                transceiver.setCodecPreferences(opus)
+        await pc.setLocalDescription(await pc.createAnswer())  # aiortc gathers every candidate here
+        return {
+            "type": "webrtc_answer",
+            "answer": {"type": "answer", "sdp": pc.localDescription.sdp},
+            "sample_rate": RATE,
+            "latency_samples": self.handle.latency_samples,
+            "latency_ms": 1000.0 * self.handle.latency_samples / RATE,
+            "model_rate": self.model_rate,
+        }
+
+    async def add_candidate(self, message: dict) -> None:
+        """A trickled ICE candidate (the browser client sends none: its offer holds them all)."""
+        if self.pc is None:
+            raise ProtocolError("bad_message", "webrtc_candidate before webrtc_offer")
+        candidate = message.get("candidate")
+        if candidate is None:  # end of candidates
+            return
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate"), str):
+            raise ProtocolError("bad_message", "'candidate' must be {\"candidate\": \"candidate:...\", "
+                                               "\"sdpMid\": ..., \"sdpMLineIndex\": ...} or null")
+        line = candidate["candidate"].removeprefix("a=").removeprefix("candidate:")
+        if not line:
+            return
+        try:
+            parsed = candidate_from_sdp(line)
+        except (ValueError, IndexError):
+            raise ProtocolError("bad_message", f"unreadable ICE candidate {candidate['candidate']!r}") from None
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(parsed)
+
+    # ------------------------------------------------------------------------------ control
+
+    async def on_control(self, text: Any) -> None:
+        kind = None
+        try:
+            if not isinstance(text, str) or len(text) > MAX_CONTROL_BYTES:
+                raise ProtocolError("bad_message", f"control messages are JSON text of at most {MAX_CONTROL_BYTES} bytes")
+            try:
+                message = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ProtocolError("bad_json", f"control message is not JSON: {error}") from None
+            if not isinstance(message, dict):
+                raise ProtocolError("bad_json", "a control message must be a JSON object with a string 'type'")
+            kind = message.get("type")
+            await self.control(message)
+        except ProtocolError as error:
+            await self.notify({"type": "error", "code": error.code, "message": error.message, "request": kind})
+
+    async def control(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == "prompt":
+            await self._change_prompt(lambda parts: parts.update(message))
+        elif kind == "span_begin":
+            sign = check_sign(message.get("sign"))
+            if sign in self._open_spans:
+                return  # already held
+            start = self.stream_s
+            span = self._open_spans[sign] = (sign, start, start + OPEN_SPAN_S)
+            await self._change_prompt(lambda parts: PromptParts(parts.text, parts.spans + (span,), parts.example))
+        elif kind == "span_end":
+            sign = check_sign(message.get("sign"))
+            if sign not in self._open_spans:
+                raise ProtocolError("bad_message", f"span_end '{sign}' without span_begin")
+            held = self._open_spans.pop(sign)
+            closed = (sign, held[1], max(self.stream_s, held[1] + 1.0 / RATE))
+
+            def close_span(parts: PromptParts) -> PromptParts:
+                return PromptParts(parts.text, tuple(closed if span == held else span for span in parts.spans),
+                                   parts.example)
+
+            await self._change_prompt(close_span)
+        elif kind == "enroll":
+            seconds = message.get("seconds", 3.0)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not MIN_ENROLL_S <= seconds <= MAX_ENROLL_S:
+                raise ProtocolError("bad_message", f"'seconds' must be a number from {MIN_ENROLL_S} to {MAX_ENROLL_S}, "
+                                                   f"got {seconds!r}")
+            clip = self.track.history.last(seconds) if self.track is not None else np.zeros(0, np.float32)
+            if len(clip) < MIN_ENROLL_S * RATE:
+                raise ProtocolError("bad_prompt", f"not enough audio to enroll yet: {len(clip) / RATE:.2f} s heard, "
+                                                  f"need {MIN_ENROLL_S} s")
+            example = soxr.resample(clip, RATE, self.model_rate).astype(np.float32)
+            await self._change_prompt(lambda parts: PromptParts(parts.text, parts.spans, example))
+        elif kind == "output":
+            self.mix.set(message.get("target", 1.0), message.get("residual", 0.0))
+        else:
+            raise ProtocolError("unknown_type", f"unknown control message type {kind!r}: use prompt, span_begin, "
+                                                "span_end, enroll or output")
+
+    async def _change_prompt(self, change: Callable[[PromptParts], PromptParts]) -> None:
+        async with self._prompt_lock:  # changes apply in order, each to the parts the previous one left
+            parts = change(self.parts)
+            prompt = parts.prompt()
+            try:
+                await self.handle.set_prompt(prompt)
+            except UserFacingError as error:  # e.g. text for a model without a text encoder
+                raise ProtocolError("bad_prompt", str(error)) from None
+            self.parts = parts
+        await self.notify({"type": "prompt", "prompt": parts.describe(self.model_rate), "stream_s": self.stream_s})
+
+    # ------------------------------------------------------------------------------ outgoing
+
+    def metrics(self) -> dict:
+        metrics = self.handle.metrics.as_dict()
+        samples_in = self.track.samples_in if self.track is not None else 0
+        samples_out = self.track.samples_out if self.track is not None else 0
+        return {"type": "metrics", **metrics, "latency_samples": self.handle.latency_samples, "sample_rate": RATE,
+                "samples_in": samples_in, "samples_out": samples_out, "stream_s": samples_in / RATE,
+                "degraded": metrics["level"] != 0, "prompt": self.parts.describe(self.model_rate)}
+
+    async def _send_metrics(self, channel) -> None:
+        while channel.readyState != "closed":
+            if channel.readyState == "open":
+                channel.send(json.dumps(self.metrics()))
+            await asyncio.sleep(self.metrics_interval_s)
+
+    async def notify(self, message: dict) -> None:
+        """To the caller: over the data channel when it is open, else over the signalling socket."""
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(json.dumps(message))
+        elif self.send is not None:
+            await self.send(message)
+
+    def _stream_ended(self, error: Exception | None) -> None:
+        if error is not None:
+            log.warning("WebRTC stream failed: %s", error, exc_info=error, extra={"fields": {"error": str(error)}})
+            if isinstance(error, StreamInputError) and self.handle.error is None:
+                code, what = "backlog_full", str(error)
+            else:
+                code, what = "model_error", f"the model failed on this call ({error})"
+            self._spawn(self.notify({"type": "error", "code": code, "message": f"the call's audio stopped: {what}",
+                                     "request": None}))
+        self._spawn(self.close())
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Hang up: stop the tracks, close the connection, end the engine session."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.track is not None:
+            self.track.stop()
+        if self.pc is not None:
+            await self.pc.close()
+        if self.handle is not None and self.handle.error is None:
+            try:
+                await self.handle.close()  # the tail has no one to go to: the caller hung up
+            except (StreamInputError, RuntimeError):
+                pass  # closed already, or the batcher stopped first
+        if self.on_close is not None:
+            self.on_close()
+
+
+# ---------------------------------------------------------------------------------------- signalling
+
+
+class WebRTCService:
+    """Serves `webrtc_offer`, `webrtc_candidate` and `webrtc_ping` on a `SeparationServer`'s WebSocket:
+
+        WebRTCService(server)          # before server.start()
+    """
+
+    def __init__(self, server: SeparationServer, ice_servers: list[str] | tuple[str, ...] = (),
+                 echo_video: bool = True) -> None:
+        self.server = server
+        self.ice_servers = tuple(ice_servers)
+        self.echo_video = echo_video
+        self.peers: dict[str, WebRTCPeer] = {}  # connection id -> its call
+        # Called with each accepted call before its answer leaves (monitoring, recording: see
+        # SeparatedTrack.listeners), so nothing of the call's audio can be missed.
+        self.on_call: list[Callable[[WebRTCPeer], None]] = []
+        server.register_message_handler("webrtc_offer", self.on_offer)
+        server.register_message_handler("webrtc_candidate", self.on_candidate)
+        server.register_message_handler("webrtc_ping", self.on_ping)
+
+    async def on_offer(self, connection: Connection, message: dict) -> None:
+        if connection.id in self.peers:
+            raise ProtocolError("already_started", "this connection already has a call: open another socket")
+        session_id = None
+
+        async def open_stream(prompt: Prompt, rate: int) -> StreamHandle:
+            nonlocal session_id
+            session_id, handle = await self.server.open_stream(prompt, rate)
+            return handle
+
+        def on_close() -> None:
+            self.peers.pop(connection.id, None)
+            if session_id is not None:
+                self.server.release(session_id)
+
+        peer = WebRTCPeer(open_stream, connection.send_message, on_close, ice_servers=self.ice_servers,
+                          echo_video=self.echo_video)
+        self.peers[connection.id] = peer
+        connection.add_cleanup(peer.close)  # closing the signalling socket hangs up
+        try:
+            answer = await peer.accept(message)
+        except BaseException:
+            await peer.close()
+            raise
+        answer["session"] = session_id
+        for callback in self.on_call:
+            callback(peer)
+        log.info("webrtc call", extra={"fields": {**connection.log_fields, "session": session_id,
+                                                  "prompt": peer.parts.describe(peer.model_rate)}})
+        await connection.send_message(answer)
+
+    async def on_candidate(self, connection: Connection, message: dict) -> None:
+        peer = self.peers.get(connection.id)
+        if peer is None:
+            raise ProtocolError("not_started", "webrtc_candidate before webrtc_offer")
+        await peer.add_candidate(message)
+        await connection.send_message({"type": "webrtc_candidate_added"})
+
+    async def on_ping(self, connection: Connection, message: dict) -> None:
+        """Keeps the signalling socket (and so the call) within the server's idle timeout."""
+        peer = self.peers.get(connection.id)
+        await connection.send_message({"type": "webrtc_pong", "call": peer is not None and not peer.closed.is_set()})

@@ -1,0 +1,110 @@
+"""The browser client end to end: headless Chromium (Playwright) with a fake microphone, over WebRTC,
+inside a private network namespace (tests/fixtures/browser_scenario.py does the run).
+
+Needs Debian's chromium (/usr/bin/chromium) and PyPI's playwright; without them this test fails.
+Set SAMSTREAM_SCREENSHOT=docs/browser.png to keep the page's screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.netns import python_isolated
+from fixtures.signals import best_lag, si_sdr
+
+SCENARIO = Path(__file__).parent / "fixtures" / "browser_scenario.py"
+LATENCY = 7356  # the session latency at 48 kHz, as the answer reports it
+OPUS_DELAY = 120  # per direction, "lowdelay" Opus (the browser's own encoder adds its own)
+RATE = 48000
+WINDOW = RATE // 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, dict, dict[str, np.ndarray]]:
+    assert Path("/usr/bin/chromium").is_file(), "Debian chromium is missing: apt-get install chromium (install.sh)"
+    out = tmp_path_factory.mktemp("browser")
+    done = python_isolated(str(SCENARIO), str(out), timeout_s=110)
+    assert done.returncode == 0, f"browser scenario failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    result = json.loads((out / "result.json").read_text())
+    assert "shown" in result, f"the page did not start: {json.dumps(result, indent=1)[:4000]}"
+    with np.load(out / "audio.npz") as audio:
+        return out, result, dict(audio)
+
+
+def windows(signal: np.ndarray, width: int = WINDOW):
+    return [(start, signal[start : start + width]) for start in range(0, len(signal) - width + 1, width)]
+
+
+def test_page_streams_and_shows_live_metrics(run):
+    out, result, _ = run
+    assert result["answer"]["latency_samples"] == LATENCY and result["answer"]["sample_rate"] == RATE
+    shown = result["shown"]
+    assert shown["status"] == "live" and shown["error"] == ""
+    assert shown["m-latency"] == f"{1000 * LATENCY / RATE:.0f} ms"
+    assert float(shown["m-rtf"]) > 0 and shown["m-level"] == "full"
+    assert shown["prompt-now"] == "prompt: this 0.5–1.5 s"
+    assert shown["mix-label"] == "original (target + residual)"
+    state = result["state"]
+    assert state["errors"] == [] and not any(line.startswith(("error", "pageerror")) for line in result["console"])
+    # Frames fed to the engine and frames sent back differ only by those in flight at that moment.
+    assert 0 <= state["metrics"]["samples_in"] - state["metrics"]["samples_out"] <= 0.1 * RATE
+    assert 0 <= result["server_in"] - result["server_out"] <= 0.1 * RATE and result["server_out"] > 8 * RATE
+    assert result["mix_changes"]
+    assert result["released"]  # stopping the page hung up: the server let the session go
+    assert result["rate"] == RATE  # the page's AudioContext ran at 48 kHz: recordings need no resampling
+
+
+def test_page_receives_the_offline_separation(run):
+    """What the page hears, against the offline separation of the input the server received delayed by the
+    reported latency L (the server's output clock); each half second is placed on that clock by
+    cross-correlation (the network and the browser's jitter buffer add their own, varying, delay)."""
+    _, _, audio = run
+    offline = audio["offline_target"]
+    # The server's output is that separation, L later.
+    target = audio["server_target"]
+    assert si_sdr(target[LATENCY:], offline[: len(target) - LATENCY]) > 30
+    reference = np.concatenate([np.zeros(LATENCY, np.float32), offline])
+    scores, offsets = [], []
+    for start, heard in windows(audio["target_out"]):
+        at = best_lag(reference, heard, len(reference) - len(heard))
+        scores.append(si_sdr(heard, reference[at : at + len(heard)]))
+        offsets.append(at - start)
+    print(f"\nSI-SDR per half second (dB): {np.round(scores, 1).tolist()}; offsets {offsets}")
+    # A window in which the browser's jitter buffer stretched or squeezed time matches no single offset.
+    assert np.median(scores) >= 15
+    assert np.mean(np.array(scores) >= 15) >= 0.75
+
+
+def test_browser_round_trip_latency(run):
+    """With the slider at "original" the page hears its own microphone (target + residual) delayed by the
+    whole round trip: find that delay per quarter second on the page's clock."""
+    out, _, audio = run
+    microphone, heard = audio["mixture_in"], audio["mixture_out"]
+    search = RATE  # delays up to 1 s
+    delays = []
+    for start, window in windows(heard[search:], RATE // 4):
+        start += search
+        candidates = microphone[start - search : start + len(window)]
+        delays.append(search - best_lag(candidates, window, search))
+    delays_ms = 1000 * np.array(delays) / RATE
+    figures = {"p50_ms": float(np.percentile(delays_ms, 50)), "p95_ms": float(np.percentile(delays_ms, 95)),
+               "windows": len(delays), "engine_latency_ms": 1000 * LATENCY / RATE}
+    (out / "latency.json").write_text(json.dumps(figures))
+    print(f"\nbrowser round trip: {figures}")
+    # The round trip holds at least the engine's latency and both Opus look-aheads.
+    assert min(delays) >= LATENCY + 2 * OPUS_DELAY
+
+
+def test_screenshot(run):
+    out, _, _ = run
+    png = (out / "browser.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20000
+    keep = os.environ.get("SAMSTREAM_SCREENSHOT")
+    if keep:
+        shutil.copyfile(out / "browser.png", keep)

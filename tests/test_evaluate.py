@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from samstream.stream.cli import main
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def eval_dir(tmp_path):
+    """Three tone-in-noise items of two classes (one with an enrollment clip) and one silent-target item."""
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    for i, (cls, silent) in enumerate([("bell", False), ("bell", False), ("speaker", False), ("door", True)]):
+        folder = tmp_path / f"item{i}"
+        folder.mkdir()
+        target = np.zeros_like(t) if silent else 0.1 * np.sin(2 * np.pi * (400 + 300 * i) * t)
+        mixture = target + 0.05 * rng.standard_normal(len(t))
+        sf.write(folder / "mixture.wav", mixture.astype(np.float32), 16000, subtype="FLOAT")
+        sf.write(folder / "target.wav", target.astype(np.float32), 16000, subtype="FLOAT")
+        meta = {"target_class": cls, "prompts": [cls, f"a {cls}"]}
+        if cls == "speaker":
+            sf.write(folder / "enrollment.wav", target[:4000].astype(np.float32), 16000, subtype="FLOAT")
+            meta["enrollment"] = "enrollment.wav"
+        (folder / "meta.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def run_eval(capsys, *args) -> dict:
+    assert main(["eval", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_oracle_beats_mixture_and_json_has_the_keys(eval_dir, capsys):
+    mixture = run_eval(capsys, eval_dir, "--model", "mixture")
+    oracle = run_eval(capsys, eval_dir, "--model", "oracle-irm")
+    for result in (mixture, oracle):
+        assert {"mean_si_sdri_db", "per_class", "n"} <= set(result)
+        assert result["n"] == 3 and result["skipped_silent_targets"] == 1
+        assert set(result["per_class"]) == {"bell", "speaker"}
+        assert result["per_class"]["bell"]["n"] == 2
+    assert mixture["mean_si_sdri_db"] == 0.0
+    assert oracle["mean_si_sdri_db"] > 5.0
+    assert run_eval(capsys, eval_dir, "--model", "oracle-irm", "--limit", "1")["n"] == 1
+    assert run_eval(capsys, eval_dir, "--model", "mixture", "--per-class", "1", "--prompt-index", "1")["n"] == 2
+
+
+def test_embedded_model_offline_and_streaming_agree(eval_dir, tmp_path, capsys, monkeypatch):
+    from samstream.model import text
+    from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
+
+    class FakeTextEncoder:
+        name, dim = "fake", 384
+
+        def encode(self, texts):
+            return torch.ones(len(texts), 1, 384), torch.ones(len(texts), 1, dtype=torch.bool)
+
+    monkeypatch.setattr(text, "MiniLMTextEncoder", FakeTextEncoder)
+    torch.manual_seed(0)
+    path = tmp_path / "weights" / "m.safetensors"
+    save_embedded(EmbeddedModel(EmbeddedConfig(dim=32, n_heads=2, n_layers=2)), path, {"arch": "embedded"})
+    offline = run_eval(capsys, eval_dir, "--model", path)
+    streamed = run_eval(capsys, eval_dir, "--model", path, "--stream")
+    assert streamed["stream"] and offline["n"] == streamed["n"] == 3
+    assert abs(offline["mean_si_sdri_db"] - streamed["mean_si_sdri_db"]) < 1e-3
+
+
+def test_unknown_model_and_missing_directory_are_user_errors(eval_dir, tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert main(["eval", str(eval_dir), "--model", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
