@@ -32,3 +32,12 @@ def parity_model(parity_dir):
     from samstream.model.loading import load_sam_audio
 
     return load_sam_audio(parity_dir, progress=False).model
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny per-chunk ops: one thread is fastest, and oversubscribed threads crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

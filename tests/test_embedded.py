@@ -7,13 +7,7 @@ from samstream.model.embedded import (EmbeddedConfig, EmbeddedModel, EmbeddedSep
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny per-chunk ops: one thread is fastest, and oversubscribed threads crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeTextEncoder:

@@ -8,12 +8,7 @@ from samstream.model.training.train import (TrainConfig, TrainingExample, build_
                                             si_sdr, train)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ToneInNoise:
