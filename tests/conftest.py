@@ -41,3 +41,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    """A random-weight embedded model behind the block-causal adapter: real, fast, 16 kHz (serving tests)."""
+    from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, EmbeddedSeparator
+    from samstream.stream.regimes.block_causal import BlockCausalProcessor
+
+    # One thread: on the shared 2-core machine, two torch threads made each step ~50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield BlockCausalProcessor(EmbeddedSeparator(EmbeddedModel(EmbeddedConfig())))
+    torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import logging
 import signal
 
 import pytest
-from test_ws_protocol import SPANS, error_of, mixture, processor, running_server, url  # noqa: F401 (fixture)
+from test_ws_protocol import SPANS, error_of, mixture, running_server, url
 
 from samstream.clients.ws_client import SeparationClient
 from samstream.stream import cli

@@ -10,8 +10,8 @@ import socket
 import numpy as np
 import pytest
 import soundfile
-from test_ws_protocol import (  # noqa: F401 (processor is a fixture)
-    SPANS, error_of, in_process, mixture, processor, running_server, url,
+from test_ws_protocol import (
+    SPANS, error_of, in_process, mixture, running_server, url,
 )
 
 from samstream.clients.ws_client import SeparationClient

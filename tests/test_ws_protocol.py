@@ -17,13 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from websockets.asyncio.client import connect
 
 from samstream.clients.ws_client import SeparationClient, ServerError
-from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, EmbeddedSeparator
 from samstream.stream.processor import Prompt
-from samstream.stream.regimes.block_causal import BlockCausalProcessor
 from samstream.stream.server.app import SeparationServer
 from samstream.stream.server.ops import ServerConfig
 from samstream.stream.server.ws import Connection, ProtocolError
@@ -31,16 +28,6 @@ from samstream.stream.session import StreamSession
 
 SPANS = (("+", 0.1, 0.4),)
 EXPLODE = ("+", 999.0, 999.5)  # a span that makes FlakyProcessor fail
-
-
-@pytest.fixture(scope="module")
-def processor() -> BlockCausalProcessor:
-    # One thread: on the shared 2-core machine, two torch threads made each step ~50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield BlockCausalProcessor(EmbeddedSeparator(EmbeddedModel(EmbeddedConfig())))
-    torch.set_num_threads(threads)
 
 
 @asynccontextmanager

@@ -78,7 +78,6 @@ class StreamState:
     base: torch.Tensor | None = None  # [T,D] their mixture conditioning
     frames_start: int = 0  # absolute index of z[0]
     tail: np.ndarray | None = None  # [2, crossfade samples] previous window's decoding past its hop
-    step: int = 0
 
 
 class SlidingWindowProcessor:
@@ -141,8 +140,6 @@ class SlidingWindowProcessor:
             spans = [self._window_frames(state) for state in group]
             for i, row in zip(indices, self.commit_windows(group, spans, final)):
                 out[i] = row
-        for state in states:
-            state.step += 1
         return out
 
     # -- streaming codec encode ----------------------------------------------------------------------------
@@ -344,7 +341,7 @@ def _pad_tokens(x: torch.Tensor, width: int) -> torch.Tensor:
 def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, prompt: Prompt) -> np.ndarray:
     """The offline windowed reference: whole-file encode, then exactly the windows and commits that streaming
     runs (one per hop, the same frame-indexed noise, decode context and crossfades). -> [2, samples]."""
-    config, frame = processor.config, processor.frame
+    config = processor.config
     hop = processor.hop_samples
     n_hops = -(-audio.shape[0] // hop) + processor.flush_hops()
     padded = np.zeros(n_hops * hop, np.float32)
