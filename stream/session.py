@@ -148,6 +148,7 @@ class StreamSession:
         self._mixture = self._mixture_out[0]
         self._frames = np.empty((hop, 2), dtype=np.float32)  # a hop of output, frame-major for the resampler
         self._sync_rows = np.empty((2, hop), dtype=np.float32)
+        self._pull_scratch = np.empty((self.max_frame, 2), dtype=np.float32)
         self._fed = 0  # client samples received
         self._resampled = 0  # model samples the input resampler has returned for them
         self._hops_taken = 0
@@ -279,10 +280,13 @@ class StreamSession:
 
     def pull(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The next n output samples as (target, residual)."""
-        frames = np.empty((n, 2), dtype=np.float32)
+        # Read through a reusable frame-major scratch; the one copy made is the (target, residual) handed out.
+        if n > len(self._pull_scratch):
+            self._pull_scratch = np.empty((n, 2), dtype=np.float32)
+        frames = self._pull_scratch[:n]
         self._output.read_into(frames)
         self.metrics.audio_out_s += n / self.client_rate
-        target, residual = np.ascontiguousarray(frames.T)
+        target, residual = frames.T.copy()
         return target, residual
 
     # ---------------------------------------------------------------- synchronous use
