@@ -29,7 +29,8 @@ and each stream's metrics count the seconds it spent at each level.
 Transports should feed frames as they arrive (call `push` again before the previous call has
 returned; frames are taken in call order), so that a backlog shows up here as waiting hops rather
 than in the transport's buffers. One stream's error (bad frame, failing prompt, processor error)
-is raised to that stream only; the others go on.
+is raised to that stream only; the others go on. A transport whose client went away calls `abort()`:
+the stream leaves the rounds at once and its queued hops are never computed.
 """
 
 from __future__ import annotations
@@ -100,6 +101,20 @@ class StreamHandle:
             return await future
         finally:
             self._batcher._forget(self)
+
+    def abort(self) -> int:
+        """Drop the stream at once, for a client that hung up: its queued hops are never computed and
+        calls still waiting fail. Returns how many input samples (client rate) were dropped unanswered,
+        so the caller can log them."""
+        with self._batcher._lock:
+            if self._closing or self.error is not None:
+                return 0
+            self._closing = True
+            self.error = StreamInputError("this stream was aborted: its client went away")
+            self._batcher._forget(self)
+            owed = sum(waiter.samples for waiter in self._waiters)
+        self._resolve()
+        return owed
 
     def _check_usable(self) -> None:
         if self.error is not None:

@@ -129,6 +129,31 @@ async def test_processor_failure_fails_only_its_stream():
         np.testing.assert_array_equal(out, alone(16000, text, frames))
 
 
+async def test_abort_drops_queued_hops_and_fails_waiting_calls_only_for_that_stream():
+    x = mixture(0.5, 16000)
+    frames = [x[i : i + 320] for i in range(0, len(x), 320)]
+    processor = DSPProcessor(hop=160)
+    async with Batcher(processor, realtime_budget_s=NEVER) as batcher:
+        gone = await batcher.open(Prompt("rain"), 16000)
+        kept = await batcher.open(Prompt("owl"), 16000)
+        processor.gate.clear()  # a stalled model: every hop pushed now is still queued at the abort
+        pushes = [asyncio.ensure_future(gone.push(frame)) for frame in frames]
+        kept_output = asyncio.ensure_future(stream_frames(kept, frames))
+        await asyncio.sleep(0.05)
+        assert gone.abort() == len(x)  # every pushed sample is reported as dropped
+        assert gone.abort() == 0
+        processor.gate.set()
+        failures = await asyncio.gather(*pushes, return_exceptions=True)
+        kept_out = await kept_output
+    assert all(isinstance(f, StreamInputError) and "aborted" in str(f) for f in failures)
+    with pytest.raises(StreamInputError, match="aborted"):
+        await gone.push(frames[0])
+    np.testing.assert_array_equal(kept_out, alone(16000, "owl", frames, hop=160))
+    kept_hops = len(x) // 160
+    # At most the round that was already running when the model stalled computed a hop of the aborted stream.
+    assert sum(rows for rows, _ in processor.calls) <= kept_hops + 1
+
+
 async def test_bad_rate_frame_limit_backlog_limit_and_prompt_change():
     processor = DSPProcessor(hop=160)
     x = mixture(0.8, 16000)

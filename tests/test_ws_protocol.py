@@ -420,7 +420,7 @@ async def test_abrupt_disconnect_leaves_other_clients_unaffected(processor):
         results = await healthy
         for client in clients:
             await client.close()
-        for _ in range(1000):  # the vanished session is released once its tail is computed
+        for _ in range(1000):  # the vanished session is aborted: released without computing its queue
             if not server.sessions and not server.connections:
                 break
             await asyncio.sleep(0.01)

@@ -349,6 +349,7 @@ class WebRTCPeer:
         self.pc: RTCPeerConnection | None = None
         self.handle: StreamHandle | None = None
         self.track: SeparatedTrack | None = None  # the separated output, once the caller's audio arrived
+        self.dropped_samples = 0  # caller samples never separated: the call ended first
         self.channel = None
         self.parts = PromptParts()
         self.mix = OutputMix()
@@ -567,11 +568,9 @@ class WebRTCPeer:
             self.track.stop()
         if self.pc is not None:
             await self.pc.close()
-        if self.handle is not None and self.handle.error is None:
-            try:
-                await self.handle.close()  # the tail has no one to go to: the caller hung up
-            except (StreamInputError, RuntimeError):
-                pass  # closed already, or the batcher stopped first
+        if self.handle is not None:
+            # The call is over: its queued audio and tail have no one to go to.
+            self.dropped_samples = self.handle.abort()
         if self.on_close is not None:
             self.on_close()
 
@@ -610,8 +609,12 @@ class WebRTCService:
 
         def on_close() -> None:
             self.peers.pop(connection.id, None)
-            if session_id is not None:
-                self.server.release(session_id)
+            if session_id is not None and self.server.release(session_id):
+                track = peer.track
+                log.info("webrtc call ended", extra={"fields": {
+                    **connection.log_fields, "session": session_id,
+                    "samples_in": track.samples_in if track else 0, "samples_out": track.samples_out if track else 0,
+                    "samples_dropped": peer.dropped_samples}})
 
         peer = WebRTCPeer(open_stream, connection.send_message, on_close, ice_servers=self.ice_servers,
                           echo_video=self.echo_video)

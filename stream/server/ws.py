@@ -210,6 +210,7 @@ class _Stream:
     format: StreamFormat
     samples_in: int = 0  # input samples whose output was sent
     samples_out: int = 0  # output samples sent, per channel (pre-roll and tail included)
+    dropped_samples: int = 0  # input samples never answered: the client went away first
     metrics_task: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -439,6 +440,10 @@ class Connection:
         if stream.handle.error is not None:
             self._release(stream, "model_error")
             return
+        if self._gone:  # no one to send the tail to: stop computing this stream now
+            stream.dropped_samples = stream.handle.abort()
+            self._release(stream, why)
+            return
         if stream.metrics_task is not None:
             stream.metrics_task.cancel()
         work = asyncio.ensure_future(self._close_handle(stream))
@@ -469,7 +474,8 @@ class Connection:
             metrics = stream.handle.metrics
             log.info("session ended", extra={"fields": {
                 "connection": self.id, "session": stream.id, "reason": why, "samples_in": stream.samples_in,
-                "samples_out": stream.samples_out, "rtf": round(metrics.rtf, 4),
+                "samples_out": stream.samples_out, "samples_dropped": stream.dropped_samples,
+                "rtf": round(metrics.rtf, 4),
                 "degraded_s": {name: round(metrics.degraded_s[level], 3)
                                for level, name in ((FEWER_STEPS, "fewer_steps"), (PASS_THROUGH, "pass_through"))},
             }})
@@ -506,7 +512,8 @@ class Connection:
                 result = await reply.work if reply.work is not None else None
                 await reply.deliver(result)
             except ProtocolError as error:
-                await self._send_error(error.code, error.message, reply.request)
+                if not self._gone:  # after a hang-up, the aborted session's frames fail: no one to tell
+                    await self._send_error(error.code, error.message, reply.request)
 
     async def _send_json_reply(self, request: str, message: dict) -> None:
         await self._queue(_Reply(request, lambda _: self._send_json(message)))
