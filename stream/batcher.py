@@ -48,6 +48,7 @@ import numpy as np
 
 from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH, SessionMetrics
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
+from samstream.stream.resample import DEFAULT_QUALITY
 from samstream.stream.session import StreamSession
 
 
@@ -164,7 +165,7 @@ class Batcher:
         reduced_steps: int | None = None,
         realtime_budget_s: float | None = None,
         recover_s: float = 1.0,
-        quality: str = "HQ",
+        quality: str = DEFAULT_QUALITY,
         crossfade_ms: float = 20.0,
         max_frame_s: float = 1.0,
     ) -> None:

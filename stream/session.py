@@ -39,7 +39,7 @@ import numpy as np
 from samstream.stream.crossfade import Crossfader
 from samstream.stream.metrics import FULL, SessionMetrics
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
-from samstream.stream.resample import StreamResampler, check_rate
+from samstream.stream.resample import DEFAULT_QUALITY, StreamResampler, check_rate
 from samstream.stream.ringbuffer import RingBuffer
 
 
@@ -102,7 +102,7 @@ class StreamSession:
         client_rate: int,
         prompt: Prompt,
         *,
-        quality: str = "HQ",
+        quality: str = DEFAULT_QUALITY,
         crossfade_ms: float = 20.0,
         max_frame_s: float = 1.0,
         max_backlog_hops: int | None = None,

@@ -68,7 +68,7 @@ def check_recording(card: dict, model_file: Path) -> None:
     recorded, rate = sf.read(card["dir"] / "out.wav", dtype="float32")
     assert rate == RATE and recorded.shape[1] == 2
     target, residual = expected_output(model_file, card["input"][: round(SECONDS * RATE)])
-    assert len(recorded) == len(target) == round(SECONDS * RATE) + 7356
+    assert len(recorded) == len(target) == round(SECONDS * RATE) + 4087
     np.testing.assert_array_equal(recorded[:, 0], target)
     np.testing.assert_array_equal(recorded[:, 1], residual)
 
@@ -86,8 +86,8 @@ def test_in_process_recording_and_playback(card, model_file):
                      "--model", str(model_file), "--json")
     assert done.returncode == 0, done.stderr
     summary = __import__("json").loads(done.stdout.strip().splitlines()[-1])
-    assert summary["samples_in"] == SECONDS * RATE and summary["samples_out"] == SECONDS * RATE + 7356
-    assert summary["latency_samples"] == 7356 and summary["overflows"] == 0
+    assert summary["samples_in"] == SECONDS * RATE and summary["samples_out"] == SECONDS * RATE + 4087
+    assert summary["latency_samples"] == 4087 and summary["overflows"] == 0
     assert "in [" in done.stderr and "dB" in done.stderr  # the level meter
     check_recording(card, model_file)
     # The speakers got the target, as 16-bit samples.

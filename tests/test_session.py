@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import soxr
 
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.stream.processor import Prompt, StreamInputError
+from samstream.stream.resample import resample
 from samstream.stream.session import StreamSession, plan_latency
 
 MODEL_RATE = 16000
@@ -121,17 +121,18 @@ def stream(session: StreamSession, frames: list[np.ndarray]) -> np.ndarray:
 
 
 def reference(x: np.ndarray, client_rate: int, text: str) -> np.ndarray:
-    """Offline path that resamples the same way: soxr in, whole-signal separation, soxr out. [2, len(x)]."""
-    u = soxr.resample(x, client_rate, MODEL_RATE, quality="HQ") if client_rate != MODEL_RATE else x
+    """Offline path that resamples the same way: one-shot resampling in, whole-signal separation, and out.
+    [2, len(x)]."""
+    u = resample(x, client_rate, MODEL_RATE) if client_rate != MODEL_RATE else x
     separated = offline(np.concatenate([u, np.zeros(MODEL_RATE // 2, dtype=np.float32)]), text)
     if client_rate != MODEL_RATE:
-        # soxr's first few output samples carry a start-up transient; the stream's output resampler starts in
+        # A resampler's first few output samples see the zeros before the signal; the stream's output one starts in
         # the silence before the processor's delayed output, so start this one in silence too (a whole number
         # of client samples of it, cut off again afterwards).
         period = MODEL_RATE // math.gcd(MODEL_RATE, client_rate)
         silence = period * math.ceil(400 / period)
         separated = np.concatenate([np.zeros((2, silence), dtype=np.float32), separated], axis=1)
-        separated = soxr.resample(np.ascontiguousarray(separated.T), MODEL_RATE, client_rate, quality="HQ").T
+        separated = resample(separated.T, MODEL_RATE, client_rate).T
         separated = separated[:, silence * client_rate // MODEL_RATE :]
     return separated[:, : len(x)]
 
