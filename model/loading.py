@@ -27,11 +27,14 @@ import torch
 from samstream.model.dacvae import infer_watermark_widths
 from samstream.model.errors import ModelLoadError
 from samstream.model.sam_audio import SAMAudio, SAMAudioConfig
+from samstream.model.vision import clip_state_shapes
 
 log = logging.getLogger(__name__)
 
 SKIPPED_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
 VISION_PREFIX = "vision_encoder.model."
+VISUAL_PREFIX = VISION_PREFIX + "visual."
+TEXT_TOWER = "vision_encoder.model. (PE text tower, unused)"  # its key in LoadedCheckpoint.set_aside
 CHECKPOINT_FILES = ("model.safetensors", "checkpoint.pt")
 
 
@@ -39,7 +42,7 @@ CHECKPOINT_FILES = ("model.safetensors", "checkpoint.pt")
 class LoadedCheckpoint:
     model: SAMAudio
     directory: Path
-    set_aside: dict[str, int]  # prefix -> number of tensors not loaded (e.g. the vision encoder)
+    set_aside: dict[str, int]  # prefix -> number of tensors not loaded (rankers, the PE text tower...)
 
 
 def resolve_model_directory(name: str | os.PathLike) -> Path:
@@ -105,20 +108,22 @@ def read_state_dict(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def build_model(config: dict, state: dict[str, torch.Tensor]) -> SAMAudio:
+    """The model on the meta device, with the PE-Core vision tower when the checkpoint has one."""
+    vision = any(k.startswith(VISION_PREFIX) for k in state)
     try:
         widths = infer_watermark_widths({k[len("audio_codec."):]: v for k, v in state.items()
                                          if k.startswith("audio_codec.")})
         sam_config = SAMAudioConfig.from_dict(config, codec_overrides=widths)
+        with torch.device("meta"):
+            return SAMAudio(sam_config, vision=vision)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelLoadError(f"config.json does not describe a SAM Audio model: {error}") from None
-    with torch.device("meta"):
-        return SAMAudio(sam_config)
 
 
 def split_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     kept, set_aside = {}, {}
     for key, tensor in state.items():
-        prefix = next((p for p in SKIPPED_PREFIXES + (VISION_PREFIX,) if key.startswith(p)), None)
+        prefix = next((p for p in SKIPPED_PREFIXES if key.startswith(p)), None)
         if prefix is None:
             kept[key] = tensor
         else:
@@ -126,13 +131,32 @@ def split_checkpoint(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return kept, set_aside
 
 
+def expected_shapes(model: SAMAudio) -> dict[str, torch.Size]:
+    """Every key the checkpoint must hold, with its shape: the model's state dict, plus the PE text tower
+    (`vision_encoder.model.*` outside `visual.`) when the model has a vision tower."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if model.vision_encoder is not None:
+        vision, text = model.config.vision_encoder.towers()
+        expected.update({VISION_PREFIX + k: shape for k, shape in clip_state_shapes(vision, text).items()
+                         if not k.startswith("visual.")})
+    return expected
+
+
+def drop_text_tower(state: dict[str, torch.Tensor], set_aside: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The CLIP text tower's tensors (checked by `check_keys`) leave the state dict unread; counted in set_aside."""
+    text = {k for k in state if k.startswith(VISION_PREFIX) and not k.startswith(VISUAL_PREFIX)}
+    if text:
+        set_aside[TEXT_TOWER] = len(text)
+    return {k: v for k, v in state.items() if k not in text}
+
+
 def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
-    expected = model.state_dict()
+    expected = expected_shapes(model)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items() if k in state and state[k].shape != v.shape
+        f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(v)}"
+        for k, v in expected.items() if k in state and state[k].shape != v
     ]
     problems = []
     if wrong_shape:
@@ -147,7 +171,13 @@ def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
             f"{len(unexpected)} unexpected keys: " + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else "")
         )
     if problems:
-        raise ModelLoadError("checkpoint does not match config.json: " + " | ".join(problems))
+        message = "checkpoint does not match config.json: " + " | ".join(problems)
+        if any(k.startswith(VISION_PREFIX) for k in missing + unexpected) or any(
+                p.startswith(VISION_PREFIX) for p in wrong_shape):
+            message += (f" | vision_encoder.model.* must be the complete PE-Core CLIP "
+                        f"'{model.config.vision_encoder.name}' that config.json's vision_encoder names; to use the "
+                        "checkpoint without visual prompts, remove every vision_encoder.model.* tensor from it")
+        raise ModelLoadError(message)
 
 
 def rebuild_buffers(model: SAMAudio) -> None:
@@ -174,7 +204,10 @@ def load_sam_audio(name: str | os.PathLike, dtype: torch.dtype | None = None, pr
     steps.update()
     state, set_aside = split_checkpoint(state)
     model = build_model(config, state)
+    if model.vision_encoder is not None:
+        steps.set_postfix_str(f"with the {model.config.vision_encoder.name} vision tower")
     check_keys(model, state)
+    state = drop_text_tower(state, set_aside)
     steps.update()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -183,10 +216,7 @@ def load_sam_audio(name: str | os.PathLike, dtype: torch.dtype | None = None, pr
     model.eval()
     steps.update()
     steps.close()
-    if VISION_PREFIX in set_aside:
-        log.warning(
-            "set aside %d vision_encoder.model.* tensors (PE-Core): visual-mask prompting needs a PE-Core "
-            "implementation, which samstream does not include; text and span prompts work",
-            set_aside[VISION_PREFIX],
-        )
+    if model.vision_encoder is None:
+        log.info("%s has no vision_encoder.model.* (PE-Core) tensors: visual-mask prompts are unavailable; text "
+                 "and span prompts work", directory)
     return LoadedCheckpoint(model, directory, set_aside)

@@ -1,9 +1,10 @@
 """SAM Audio: the checkpoint-compatible model (codec + DiT + prompt heads) and one network evaluation.
 
-State-dict prefixes follow the official `checkpoint.pt`: audio_codec, transformer, proj,
-align_masked_video, embed_anchors, memory_proj (SAM_AUDIO.md §1.1). The text encoder (T5) and the
-vision encoder (PE-Core) live outside this module: text features and per-frame video features come in
-as tensors, so the model itself never needs a hub.
+State-dict prefixes follow the official `checkpoint.pt`: audio_codec, vision_encoder (PE-Core, built only
+when the checkpoint carries it: `SAMAudio(config, vision=True)`), transformer, proj, align_masked_video,
+embed_anchors, memory_proj (SAM_AUDIO.md §1.1). The text encoder (T5) lives outside this module, and the
+network evaluation takes per-frame video *features* [B,vision_dim,T]: `vision_encoder.encode_frames` turns
+masked frames into them (model/vision.py), so the model itself never needs a hub.
 
 The input projection is linear in [noisy ‖ zeros ‖ mixture ‖ mixture], so it is split into the part that
 changes every evaluation (noisy) and the part fixed for a mixture and prompt (`FrameConditioning`: the
@@ -20,6 +21,7 @@ from torch import nn
 
 from samstream.model.dacvae import DACVAE, DACVAEConfig
 from samstream.model.dit import DiT, DiTConfig, sinusoid
+from samstream.model.vision import VisionEncoder, VisionEncoderConfig
 
 
 @dataclass
@@ -32,7 +34,7 @@ class SAMAudioConfig:
     num_anchors: int = 3
     anchor_embedding_dim: int = 128
     text_encoder_name: str = "t5-base"
-    vision_encoder_name: str = "PE-Core-L14-336"
+    vision_encoder: VisionEncoderConfig = field(default_factory=VisionEncoderConfig)
     # Entries the official config carries for modules we never build (rankers, span predictor).
     unused: dict = field(default_factory=dict)
 
@@ -49,7 +51,7 @@ class SAMAudioConfig:
             num_anchors=int(values.get("num_anchors", 3)),
             anchor_embedding_dim=int(values.get("anchor_embedding_dim", 128)),
             text_encoder_name=values["text_encoder"].get("name", "t5-base"),
-            vision_encoder_name=values["vision_encoder"].get("name", "PE-Core-L14-336"),
+            vision_encoder=VisionEncoderConfig.from_dict(values["vision_encoder"]),
             unused={k: v for k, v in values.items() if k not in known},
         )
         latent = config.audio_codec.codebook_dim
@@ -99,11 +101,14 @@ class FrameConditioning:
 
 
 class SAMAudio(nn.Module):
-    def __init__(self, config: SAMAudioConfig):
+    def __init__(self, config: SAMAudioConfig, vision: bool = False):
+        """`vision`: build the PE-Core vision tower (needed for visual-mask prompts; the parity test model and
+        checkpoints stripped of `vision_encoder.model.*` have none, and then video features must come in ready)."""
         super().__init__()
         self.config = config
         dim = config.transformer.dim
         self.audio_codec = DACVAE(config.audio_codec)
+        self.vision_encoder = VisionEncoder(config.vision_encoder) if vision else None
         self.transformer = DiT(config.transformer)
         self.proj = nn.Linear(config.in_channels, dim)
         self.align_masked_video = AlignModalities(config.vision_dim, dim)

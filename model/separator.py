@@ -4,7 +4,8 @@
 engine's offline references use; `SAMAudioSeparator` implements them for official SAM Audio
 checkpoints, reproducing the reference `SAMAudio.separate()` (parity-tested) and adding what users need:
 mono downmix, resampling to the model rate and back, output of the input's exact length, batching,
-span prompts in seconds, a choice of ODE solver and step count, and progress.
+span prompts in seconds, visual-mask prompts (`MaskedVideo`, model/video.py), a choice of ODE solver and
+step count, and progress.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.sam_audio import SAMAudio
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.text import PromptCache, TextEncoder
+from samstream.model.video import MaskedVideo
+
+NO_VISION_ENCODER = (
+    "this SAM Audio model has no vision encoder: its checkpoint holds no vision_encoder.model.* (PE-Core) "
+    "tensors, so visual-mask prompts cannot be used. Use a checkpoint that includes them (the official "
+    "checkpoint.pt files do), or prompt with text or spans instead"
+)
 
 
 @dataclass
@@ -77,14 +85,40 @@ class SAMAudioSeparator:
         # The reference encodes "" for items without a description (T5 then yields only the EOS token).
         return self.prompts.get([p if p is not None else "" for p in prompts])
 
+    @property
+    def has_vision(self) -> bool:
+        return self.model.vision_encoder is not None
+
+    def require_vision(self) -> None:
+        if not self.has_vision:
+            raise PromptError(NO_VISION_ENCODER)
+
+    @torch.inference_mode()
+    def video_features(self, videos: Sequence[MaskedVideo | None] | None, frames: Sequence[int],
+                       total: int, progress: bool = False) -> torch.Tensor:
+        """[B, vision_dim, total]: PE-Core features of each item's masked frames, one per latent frame; zeros for
+        items without video and for padded frames (what the reference feeds when there is no video)."""
+        weight = self.model.proj.weight
+        out = torch.zeros(len(frames), self.model.config.vision_dim, total, dtype=weight.dtype, device=weight.device)
+        if videos is None or all(v is None for v in videos):
+            return out
+        self.require_vision()
+        for row, (video, count) in enumerate(zip(videos, frames)):
+            if video is not None:
+                chosen = video.frames_for_latents(count, self.hop, self.sample_rate)
+                out[row, :, :count] = self.model.vision_encoder.encode_frames(chosen, progress=progress).T
+        return out
+
     @torch.inference_mode()
     def prepare(
         self,
         waveforms: Sequence[torch.Tensor],
         prompts: Sequence[str | None],
         spans: Sequence[Sequence[Span]] | None,
+        videos: Sequence[MaskedVideo | None] | None = None,
+        progress: bool = False,
     ) -> SamplingInputs:
-        """Zero-pad a batch of model-rate waveforms, encode the mixture, prompts and spans."""
+        """Zero-pad a batch of model-rate waveforms, encode the mixture, prompts, spans and masked videos."""
         lengths = [w.shape[-1] for w in waveforms]
         # A test-size codec can only decode frame counts that are multiples of decode_frame_multiple (1 for the
         # released codec, which therefore pads exactly like the reference): extra frames are padding.
@@ -106,7 +140,7 @@ class SAMAudioSeparator:
             [list(s) for s in spans] if spans is not None else None, frames, total, self.sample_rate, self.hop
         )
         text_features, text_mask = self.encode_text(prompts)
-        video = z.new_zeros(len(waveforms), self.model.config.vision_dim, total)
+        video = self.video_features(videos, frames, total, progress)
         return SamplingInputs(torch.cat([z, z], -1), pad_mask, text_features, text_mask, tokens.ids,
                               tokens.alignment, video)
 
@@ -161,17 +195,29 @@ class SAMAudioSeparator:
     # -- the user-facing API ---------------------------------------------------------------------------
     def separate(self, audio, sample_rate: int, prompt: str | None = None, spans: Sequence[Span] = (),
                  noise: torch.Tensor | None = None, solver: SolverConfig | None = None, seed: int = 0,
-                 progress: bool = False) -> Separation:
+                 progress: bool = False, masked_video: MaskedVideo | np.ndarray | torch.Tensor | None = None
+                 ) -> Separation:
+        """`masked_video`: a visual prompt (`MaskedVideo(frames, mask)`; a bare uint8 [T,H,W,3] array is taken as
+        frames already masked, spread evenly over the audio). Needs a checkpoint with the PE-Core vision tower."""
         return self.separate_batch([audio], sample_rate, [prompt], [spans], noise=noise, solver=solver,
-                                   seed=seed, progress=progress)[0]
+                                   seed=seed, progress=progress, masked_videos=[masked_video])[0]
 
     def separate_batch(self, audios: Sequence, sample_rate: int, prompts: Sequence[str | None],
                        spans: Sequence[Sequence[Span]] | None = None, noise: torch.Tensor | None = None,
-                       solver: SolverConfig | None = None, seed: int = 0, progress: bool = False) -> list[Separation]:
-        """Separate several clips at once (padded to the longest); each result has its input's length and rate."""
+                       solver: SolverConfig | None = None, seed: int = 0, progress: bool = False,
+                       masked_videos: Sequence[MaskedVideo | np.ndarray | torch.Tensor | None] | None = None
+                       ) -> list[Separation]:
+        """Separate several clips at once (padded to the longest); each result has its input's length and rate.
+        `masked_videos`: one visual prompt or None per clip (clips without one get the no-video features)."""
         sample_rate = check_sample_rate(sample_rate)
         if len(prompts) != len(audios):
             raise PromptError(f"{len(audios)} audio clips but {len(prompts)} prompts")
+        if masked_videos is not None:
+            if len(masked_videos) != len(audios):
+                raise PromptError(f"{len(audios)} audio clips but {len(masked_videos)} masked videos")
+            masked_videos = [v if v is None or isinstance(v, MaskedVideo) else MaskedVideo(v) for v in masked_videos]
+            if any(v is not None for v in masked_videos):
+                self.require_vision()
         mono = [to_mono(a) for a in audios]
         model_rate = [resample(w, sample_rate, self.sample_rate) for w in mono]
         for original, wav in zip(mono, model_rate):
@@ -182,7 +228,7 @@ class SAMAudioSeparator:
                 )
         if spans is not None and not any(spans):
             spans = None  # no spans anywhere: the reference's no-anchor batch
-        inputs = self.prepare(model_rate, prompts, spans)
+        inputs = self.prepare(model_rate, prompts, spans, masked_videos, progress=progress)
         generator = torch.Generator().manual_seed(seed)
         state = self.sample(inputs, noise=noise, solver=solver, generator=generator, progress=progress)
         wav = self.decode(state)

@@ -26,7 +26,8 @@ class StreamInputError(UserFacingError):
 
 @dataclass(frozen=True, eq=False)
 class Prompt:
-    """What to separate: text, time spans (stream time, seconds), and/or an audio example at the model rate.
+    """What to separate: text, time spans (stream time, seconds), an audio example at the model rate, and/or
+    a visual mask (the object in the stream's video whose sound to isolate).
 
     Immutable; equal prompts have equal `key`s, which caches (text embeddings, prompt features) use.
     """
@@ -34,7 +35,11 @@ class Prompt:
     text: str | None = None  # e.g. "dog barking"
     spans: tuple[Span, ...] = ()  # ("+" | "-", start_s, end_s): "this sound" / "not this sound"
     example: np.ndarray | None = None  # float32 mono audio at the model rate ("this voice")
+    # bool [H, W] at the video's resolution, True on the object: applied to every video frame the stream
+    # receives, keeping the object and blacking out the rest (model/video.py, mask_marks="keep").
+    visual_mask: np.ndarray | None = None
     _example_digest: str | None = field(default=None, init=False, repr=False)
+    _mask_digest: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.text is not None:
@@ -55,13 +60,23 @@ class Prompt:
             example.setflags(write=False)
             object.__setattr__(self, "example", example)
             object.__setattr__(self, "_example_digest", hashlib.blake2b(example.tobytes(), digest_size=16).hexdigest())
-        if self.text is None and not self.spans and self.example is None:
-            raise PromptError("a prompt needs text, at least one span, or an audio example")
+        if self.visual_mask is not None:
+            mask = self.visual_mask
+            if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.size == 0:
+                raise PromptError("a prompt's visual mask must be a non-empty 2-D array [height, width] "
+                                  "(True / non-zero on the object)")
+            mask = mask != 0  # a private read-only bool copy
+            mask.setflags(write=False)
+            object.__setattr__(self, "visual_mask", mask)
+            digest = hashlib.blake2b(np.packbits(mask).tobytes() + str(mask.shape).encode(), digest_size=16)
+            object.__setattr__(self, "_mask_digest", digest.hexdigest())
+        if self.text is None and not self.spans and self.example is None and self.visual_mask is None:
+            raise PromptError("a prompt needs text, at least one span, an audio example, or a visual mask")
 
     @property
     def key(self) -> tuple:
-        """Hashable identity: text, spans and a digest of the example."""
-        return (self.text, self.spans, self._example_digest)
+        """Hashable identity: text, spans, and digests of the example and the visual mask."""
+        return (self.text, self.spans, self._example_digest, self._mask_digest)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Prompt) and self.key == other.key

@@ -75,14 +75,59 @@ def test_missing_and_unexpected_keys_are_listed(model_dir):
     assert "1 unexpected keys: transformer.extra.weight" in str(error.value)
 
 
-def test_skipped_prefixes_and_vision_encoder_are_set_aside(model_dir, caplog):
+def test_skipped_prefixes_are_set_aside(model_dir):
     state = torch.load(model_dir / "checkpoint.pt", weights_only=True)
-    state["vision_encoder.model.visual.proj"] = torch.zeros(4, 4)
     state["text_ranker.model.weight"] = torch.zeros(2)
+    state["span_predictor.head.weight"] = torch.zeros(2)
     torch.save(state, model_dir / "checkpoint.pt")
     loaded = load_sam_audio(model_dir, progress=False)
-    assert loaded.set_aside == {"vision_encoder.model.": 1, "text_ranker.": 1}
-    assert "visual-mask prompting needs a PE-Core implementation" in caplog.text
+    assert loaded.set_aside == {"text_ranker.": 1, "span_predictor.": 1}
+    assert loaded.model.vision_encoder is None  # no vision_encoder.model.*: no vision tower, and that is fine
+
+
+def test_checkpoint_with_vision_tower_loads_it(vision_model_dir):
+    """A checkpoint in the official layout with a (tiny) PE-Core CLIP: the visual tower is built and loaded
+    strictly, the text tower is checked and dropped."""
+    loaded = load_sam_audio(vision_model_dir, progress=False)
+    model = loaded.model
+    state = torch.load(vision_model_dir / "checkpoint.pt", weights_only=True)
+    visual = {k: v for k, v in model.state_dict().items() if k.startswith("vision_encoder.")}
+    assert visual and all(k.startswith("vision_encoder.model.visual.") for k in visual)
+    assert all(torch.equal(v, state[k]) for k, v in visual.items())
+    text_tower = [k for k in state if k.startswith("vision_encoder.model.") and ".visual." not in k]
+    assert loaded.set_aside == {"vision_encoder.model. (PE text tower, unused)": len(text_tower)} and text_tower
+    assert not any(t.is_meta for t in model.state_dict().values())
+    features = model.vision_encoder.encode_frames(torch.zeros(2, 16, 16, 3, dtype=torch.uint8))
+    assert features.shape == (2, 48) and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("change,message", [
+    ("drop_visual", "1 missing keys: vision_encoder.model.visual.attn_pool.probe"),
+    ("drop_text", "1 missing keys: vision_encoder.model.logit_scale"),
+    ("reshape", "vision_encoder.model.visual.proj: checkpoint \\(32, 7\\) vs config \\(32, 48\\)"),
+])
+def test_incomplete_vision_tower_is_named(tmp_path, vision_model_dir, change, message):
+    shutil.copy(vision_model_dir / "config.json", tmp_path / "config.json")
+    state = torch.load(vision_model_dir / "checkpoint.pt", weights_only=True)
+    if change == "drop_visual":
+        del state["vision_encoder.model.visual.attn_pool.probe"]
+    elif change == "drop_text":
+        del state["vision_encoder.model.logit_scale"]
+    else:
+        state["vision_encoder.model.visual.proj"] = torch.zeros(32, 7)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ModelLoadError, match=message) as error:
+        load_sam_audio(tmp_path, progress=False)
+    assert "remove every vision_encoder.model.* tensor" in str(error.value)
+
+
+def test_vision_tower_of_an_unknown_encoder_is_a_config_error(tmp_path, vision_model_dir):
+    shutil.copy(vision_model_dir / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    config = json.loads((vision_model_dir / "config.json").read_text())
+    del config["vision_encoder"]["architecture"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="unknown vision encoder 'PE-Core-test'"):
+        load_sam_audio(tmp_path, progress=False)
 
 
 def test_invalid_config_json(model_dir):

@@ -92,3 +92,96 @@ def test_bad_spans_are_clear_errors(separator):
         separator.separate(tone(16000, 1.0)[:, 0], 16000, spans=[("*", 0, 0.5)])
     with pytest.raises(PromptError, match="start < end"):
         separator.separate(tone(16000, 1.0)[:, 0], 16000, spans=[("+", 0.5, 0.2)])
+
+
+# -- visual-mask prompts ----------------------------------------------------------------------------------
+
+def clip_frames(count=12, height=24, width=20, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+def object_mask(height=24, width=20):
+    mask = np.zeros((height, width), bool)
+    mask[4:16, 3:11] = True
+    return mask
+
+
+def test_masked_video_changes_the_separation_and_matches_a_direct_computation(vision_model):
+    import torch
+    import torch.nn.functional as F
+    from torch.testing import assert_close
+
+    from samstream.model.video import MaskedVideo
+
+    separator = SAMAudioSeparator(vision_model)
+    rng = np.random.default_rng(1)
+    waves = [torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.3) for n in (200, 150)]  # 200 Hz model
+    frames, mask = clip_frames(), object_mask()
+    inputs = separator.prepare(waves, [None, None], None, [MaskedVideo(frames, mask), None])
+    # Direct: frame j of 25 latent frames = round(linspace(0, 11, 25))[j]; keep the object; resize; PE-Core.
+    index = np.round(np.linspace(0, 11, 25)).astype(int)  # no .5 ties for these sizes
+    masked = torch.from_numpy(frames[index] * object_mask()[None, :, :, None])
+    resized = F.interpolate(masked.permute(0, 3, 1, 2).float(), size=(16, 16), mode="bicubic", align_corners=False,
+                            antialias=True).clamp(0, 255).round()
+    with torch.no_grad():
+        direct = vision_model.vision_encoder.model.encode_image((resized / 255 - 0.5) / 0.5, normalize=True)
+    assert inputs.video_features.shape == (2, 48, 25)
+    assert_close(inputs.video_features[0].T, direct, rtol=1e-5, atol=1e-6)
+    assert torch.equal(inputs.video_features[1], torch.zeros(48, 25))  # no video: what the reference feeds
+    noise = torch.randn(inputs.audio_features.shape, generator=torch.Generator().manual_seed(0))
+    with_video = separator.sample(inputs, noise=noise)
+    without = separator.sample(separator.prepare(waves, [None, None], None), noise=noise)
+    assert (with_video[0] - without[0]).abs().max() > 1e-2
+    assert_close(with_video[1], without[1])  # the other row is untouched
+
+    audio = tone(16000, 1.0)[:, 0]
+    plain = separator.separate(audio, 16000, spans=[("+", 0.1, 0.4)])
+    visual = separator.separate(audio, 16000, spans=[("+", 0.1, 0.4)], masked_video=MaskedVideo(frames, mask))
+    premasked = separator.separate(audio, 16000, spans=[("+", 0.1, 0.4)], masked_video=frames * mask[None, :, :, None])
+    assert np.abs(plain.target - visual.target).max() > 1e-3
+    assert np.array_equal(visual.target, premasked.target)  # bare frames are taken as already masked
+
+
+def test_video_prompt_without_vision_tower_is_a_clear_error(separator):
+    with pytest.raises(PromptError, match="no vision encoder.*vision_encoder.model.*Use a checkpoint that includes"):
+        separator.separate(tone(16000, 1.0)[:, 0], 16000, masked_video=clip_frames())
+
+
+def test_bad_visual_prompts_are_clear_errors(vision_model):
+    from samstream.model.video import MaskedVideo
+
+    separator = SAMAudioSeparator(vision_model)
+    audio = tone(16000, 1.0)[:, 0]
+    with pytest.raises(PromptError, match="must be \\[frames, height, width, 3\\]"):
+        separator.separate(audio, 16000, masked_video=clip_frames()[..., 0])
+    with pytest.raises(PromptError, match="mask is 10x24 .* but the frames are 20x24"):
+        separator.separate(audio, 16000, masked_video=MaskedVideo(clip_frames(), np.ones((24, 10), bool)))
+    with pytest.raises(PromptError, match="2 audio clips but 1 masked videos"):
+        separator.separate_batch([audio, audio], 16000, [None, None], masked_videos=[clip_frames()])
+
+
+def write_clip(directory, seconds=1.0):
+    import av
+
+    sf.write(directory / "in.wav", tone(16000, seconds), 16000)
+    with av.open(str(directory / "clip.mkv"), "w") as container:
+        stream = container.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 20, 24, "yuv444p"
+        for frame in clip_frames(int(30 * seconds)):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    np.save(directory / "mask.npy", object_mask())
+
+
+def test_separate_with_video_and_mask(tmp_path, vision_model_dir, parity_dir):
+    write_clip(tmp_path)
+    args = ["separate", str(tmp_path / "in.wav"), "--video", str(tmp_path / "clip.mkv"), "--mask",
+            str(tmp_path / "mask.npy"), "-o", str(tmp_path / "out"), "--steps", "2", "--json"]
+    result = run_cli(*args, "--model", str(vision_model_dir))
+    assert result.returncode == 0, result.stderr
+    target, rate = sf.read(json.loads(result.stdout.strip().splitlines()[-1])["target"])
+    assert rate == 16000 and target.shape == (16000,) and np.isfinite(target).all()
+    refused = run_cli(*args, "--model", str(parity_dir))
+    assert refused.returncode == 2 and "has no vision encoder" in refused.stderr and "Traceback" not in refused.stderr

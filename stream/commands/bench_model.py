@@ -3,7 +3,8 @@ full sampling run, per configuration (random weights: speed does not depend on t
 
 Configurations: `parity` (the shared test model, 200 Hz codec), `tiny` (a small DiT on the real 48 kHz
 codec), and the released sizes `small`, `base`, `large` (dims of ../shared/parity/keys_*.json; slow on a
-CPU, so not in the default set here; the default on a GPU).
+CPU, so not in the default set here; the default on a GPU). `--vision N` also times the PE-Core-L14-336
+vision tower (visual-mask prompts: one frame per latent frame, 25 frames per second of audio) on N frames.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vision", type=int, default=0, metavar="FRAMES",
+                        help="also time the PE-Core-L14-336 vision tower on this many 640x360 frames (0: skip)")
 
 
 PARITY_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
@@ -135,6 +138,26 @@ def bench_config(name: str, config: dict, args, device, dtype) -> dict:
     return result
 
 
+def bench_vision(frames: int, repeats: int, device, dtype) -> dict:
+    """The real-size vision tower with random weights (meta build, then empty storage): time per video frame."""
+    import torch
+
+    from samstream.model.vision import VisionEncoder, VisionEncoderConfig
+
+    with torch.device("meta"):
+        encoder = VisionEncoder(VisionEncoderConfig())
+    encoder = encoder.to_empty(device=device)
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            parameter.normal_(0, 0.02) if parameter.dim() > 1 else parameter.fill_(1.0 if "ln" in name else 0.0)
+    encoder = encoder.to(dtype).eval()
+    video = torch.randint(0, 256, (frames, 360, 640, 3), dtype=torch.uint8)
+    seconds = timed(lambda: encoder.encode_frames(video), device, repeats)
+    per_frame = seconds / frames
+    return {"config": "PE-Core-L14-336 (vision)", "params": sum(p.numel() for p in encoder.parameters()),
+            "frames": frames, "ms_per_frame": per_frame * 1000, "s_per_audio_s": per_frame * 25}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -152,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:7s} params {row['params_dit_heads'] / 1e6:8.1f} M  one NFE {row['nfe_s_per_audio_s']:.4f} s/s  "
               + "  ".join(f"{k.split('_')[1]} {v:.3f} s/s" for k, v in row.items() if k.startswith("full_"))
               + f"  codec enc {row['codec_encode_s_per_audio_s']:.3f} dec(2 streams) {row['codec_decode_s_per_audio_s']:.3f} s/s")
+    if args.vision:
+        row = bench_vision(args.vision, args.repeats, device, dtype)
+        results.append(row)
+        print(f"vision  params {row['params'] / 1e6:8.1f} M  {row['ms_per_frame']:.0f} ms/frame  "
+              f"{row['s_per_audio_s']:.2f} s per second of audio (25 frames)")
     report = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
               "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__, "results": results}

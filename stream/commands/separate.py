@@ -1,4 +1,11 @@
-"""`samstream separate IN --prompt TEXT [--span +:START-END ...] -o DIR [--model M]`."""
+"""`samstream separate IN --prompt TEXT [--span +:START-END ...] [--video V] [--mask M] -o DIR [--model M]`.
+
+Visual prompts (SAM Audio checkpoints with their PE-Core vision tower): `--mask` is one image (or a .npy
+array) marking the object in the video's frames; it is applied to every frame (a [frames, H, W] .npy
+gives one mask per frame). `--video` defaults to the input file itself; without `--mask` its frames are
+taken as already masked. `--mask-marks keep` (default) keeps the marked object and blacks out the rest;
+`blackout` blacks out the marked pixels, the literal rule of the official `processor.mask_videos`.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", help='what to extract, e.g. "dog barking"')
     parser.add_argument("--span", action="append", type=parse_span, default=[], metavar="SIGN:START-END",
                         help="time-span prompt in seconds: +:3.2-4.0 (this sound) or --span=-:7-8 (not this; write it with =); repeatable")
+    parser.add_argument("--video", help="video file for a visual prompt (default with --mask: the input file)")
+    parser.add_argument("--mask", help="object mask: an image (PNG, JPEG...; bright = object) applied to every "
+                                       "frame, or a .npy array [H,W] / [frames,H,W] (non-zero = object)")
+    parser.add_argument("--mask-marks", choices=["keep", "blackout"], default="keep",
+                        help="keep: show only the masked object (default); blackout: black out the masked pixels "
+                             "(the official processor.mask_videos rule)")
     parser.add_argument("--model", default="tiny", help="'tiny' (embedded default) or a SAM Audio checkpoint directory")
     parser.add_argument("--text-encoder", help="local T5 directory for SAM Audio checkpoints (or SAMSTREAM_T5_DIR)")
     parser.add_argument("--steps", type=int, help="ODE steps (default: the model's)")
@@ -42,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from samstream.model.sampling import SolverConfig
     from samstream.model.separator import SAMAudioSeparator
 
-    if args.prompt is None and not args.span:
-        raise PromptError("give a prompt: --prompt TEXT and/or --span +:START-END")
+    video = args.video or (args.input if args.mask else None)
+    if args.prompt is None and not args.span and video is None:
+        raise PromptError("give a prompt: --prompt TEXT, --span +:START-END and/or --video/--mask")
     audio, rate = read_audio(args.input)
     separator = load_separator(args.model, args.text_encoder)
     options = {}
@@ -51,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
         default = separator.solver
         options = dict(solver=SolverConfig(args.method or default.method, args.steps or default.steps),
                        seed=args.seed, progress=True)
+        if video is not None:
+            options["masked_video"] = read_visual_prompt(separator, video, args.mask, args.mask_marks,
+                                                         audio.shape[-1] / rate)
+    elif video is not None:
+        raise PromptError("visual prompts need a SAM Audio checkpoint with its vision encoder (--model DIR); "
+                          f"the {args.model!r} model has none")
     elif args.steps:
         options = dict(steps=args.steps)
     result = separator.separate(audio, rate, prompt=args.prompt, spans=args.span, **options)
@@ -64,3 +84,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def read_visual_prompt(separator, video: str, mask: str | None, mask_marks: str, seconds: float):
+    """Decode only the frames the latent frames of `seconds` of audio use, masked and resized for the encoder."""
+    import math
+
+    from samstream.model.video import read_mask, read_masked_video
+
+    separator.require_vision()  # before decoding anything
+    frames = math.ceil(seconds * separator.sample_rate / separator.hop) + 1
+    return read_masked_video(video, frames, separator.hop, separator.sample_rate,
+                             read_mask(mask) if mask else None, mask_marks,
+                             size=separator.model.vision_encoder.config.image_size)

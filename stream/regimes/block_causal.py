@@ -13,7 +13,14 @@ import math
 import numpy as np
 
 from samstream.model.embedded import EmbeddedSeparator, StreamState
+from samstream.model.errors import PromptError
 from samstream.stream.processor import Prompt
+
+
+def _check_prompt(prompt: Prompt) -> None:
+    if prompt.visual_mask is not None:
+        raise PromptError("visual-mask prompts need a SAM Audio checkpoint with its vision encoder; the embedded "
+                          "model has none (use text, span or audio-example prompts)")
 
 
 class BlockCausalProcessor:
@@ -25,9 +32,11 @@ class BlockCausalProcessor:
         self.max_steps = separator.config.steps
 
     def init_state(self, prompt: Prompt) -> StreamState:
+        _check_prompt(prompt)
         return self.separator.init_stream(prompt.text, prompt.spans, prompt.example)
 
     def set_prompt(self, state: StreamState, prompt: Prompt) -> None:
+        _check_prompt(prompt)
         # Cached context keys/values keep the old prompt's influence until they slide out of the attention
         # window; the session crossfades from the old separation meanwhile.
         fresh = self.separator.init_stream(prompt.text, prompt.spans, prompt.example)

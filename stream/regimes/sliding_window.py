@@ -20,6 +20,16 @@ What keeps it cheap and seamless (SAM_AUDIO.md §8):
 The watermark branch of the decoder is causal with unbounded LSTM history and is not used here
 (`watermark=False`): the streamed output is the decoder's main (tanh) path.
 
+Visual-mask prompts (checkpoints with the PE-Core vision tower): video frames come in beside the audio
+through `push_video(state, frames, times)` (stream time in seconds, on the model-rate audio clock) and are
+buffered raw. When a latent frame becomes final, it takes the buffered frame nearest in time (the offline
+rule, model/video.py); the prompt's `visual_mask` is applied, the vision encoder runs once per chosen video
+frame (features cached on the buffered frame), and the gated video term joins that latent frame's cached
+conditioning. So streaming equals the offline windowed reference whenever every video frame is pushed no
+later than the audio hop that finalises the latent frames around its time; a lagging video falls back to
+the latest frame it has (or to the no-video term before the first frame). A mask change applies to latent
+frames finalised after it; older frames of the window keep their conditioning until they slide out.
+
 `windowed_reference` runs the same windows over a whole-file encoding: the streaming output equals it
 (tests/test_sliding_window.py). How far both lie from one whole-file separation is measured by
 `samstream bench window` (docs/streaming.md).
@@ -29,19 +39,34 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE, span_frames
+from samstream.model.errors import PromptError
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.separator import SAMAudioSeparator
+from samstream.model.video import MaskedVideo, apply_mask
 from samstream.stream.crossfade import Crossfader
 from samstream.stream.processor import Prompt
 
 
 PROMPT_CACHE_SIZE = 64
+# Raw frames kept per stream (1 s at 60 fps): frames behind the final latent frames are dropped anyway; this
+# bounds a video pushed far ahead of its audio (the oldest frames go first).
+MAX_BUFFERED_VIDEO_FRAMES = 64
+
+
+@dataclass
+class VideoFrame:
+    """A buffered video frame; its vision feature is computed once, when a latent frame first uses it."""
+
+    time: np.float32  # seconds of stream time (float32, as the offline frame-selection rule compares times)
+    image: torch.Tensor  # uint8 [H, W, 3] RGB
+    feature: torch.Tensor | None = None  # [vision_dim], computed with the visual mask whose digest is `mask_key`
+    mask_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,8 @@ class StreamState:
     base: torch.Tensor | None = None  # [T,D] their mixture conditioning
     frames_start: int = 0  # absolute index of z[0]
     tail: np.ndarray | None = None  # [2, crossfade samples] previous window's decoding past its hop
+    video: list[VideoFrame] = field(default_factory=list)  # frames not yet behind every final latent frame
+    video_pushed_until: float = -math.inf  # time of the last pushed frame
 
 
 class SlidingWindowProcessor:
@@ -114,11 +141,32 @@ class SlidingWindowProcessor:
     # -- ChunkProcessor ----------------------------------------------------------------------------------
     def init_state(self, prompt: Prompt) -> StreamState:
         self._prompt_features(prompt)  # validate early: a text prompt without a text encoder fails here
+        if prompt.visual_mask is not None:
+            self.separator.require_vision()
         return StreamState(prompt=prompt, audio=np.zeros(0, np.float32))
 
     def set_prompt(self, state: StreamState, prompt: Prompt) -> None:
         self._prompt_features(prompt)
+        if prompt.visual_mask is not None:
+            self.separator.require_vision()
+            if state.video and tuple(state.video[-1].image.shape[:2]) != prompt.visual_mask.shape:
+                raise PromptError(_mask_mismatch(prompt.visual_mask.shape, state.video[-1].image.shape))
         state.prompt = prompt
+
+    def push_video(self, state: StreamState, frames: np.ndarray, times) -> None:
+        """Buffer video frames for the visual-mask prompt: uint8 [N,H,W,3] RGB at stream times `times` (seconds
+        on the model-rate audio clock, increasing). Push each frame no later than the audio it belongs to."""
+        self.separator.require_vision()
+        video = MaskedVideo(frames, times=times)  # validates shapes and dtype
+        times = video.times.numpy()
+        if times[0] <= state.video_pushed_until or np.any(np.diff(times) <= 0):
+            raise PromptError("video frame times must increase, also across push_video calls")
+        mask = state.prompt.visual_mask
+        if mask is not None and tuple(video.frames.shape[1:3]) != mask.shape:
+            raise PromptError(_mask_mismatch(mask.shape, video.frames.shape[1:3]))
+        state.video.extend(VideoFrame(t, image.clone()) for t, image in zip(times, video.frames))  # own copies
+        state.video_pushed_until = float(times[-1])
+        del state.video[:-MAX_BUFFERED_VIDEO_FRAMES]
 
     def flush_hops(self) -> int:
         return math.ceil(self.delay_samples / self.hop_samples) + 1
@@ -161,20 +209,49 @@ class SlidingWindowProcessor:
             chunks = torch.from_numpy(np.stack([state.audio[start:stop] for state, start, stop, _ in members]))
             z = self.model.audio_codec.encode_frames(chunks.to(self._dtype)[:, None]).transpose(1, 2)[:, lo:hi]
             for (state, _, _, ready), frames in zip(members, z):
-                self._append_frames(state, frames)
+                self._append_frames(state, frames, self._video_features(state, state.frames_done, ready))
                 state.frames_done = ready
                 keep_from = max(0, ready - self.context_frames) * self.frame  # left context of the next chunk
                 state.audio = state.audio[keep_from - state.audio_start:]
                 state.audio_start = keep_from
 
-    def frame_base(self, z: torch.Tensor) -> torch.Tensor:
-        """The mixture-dependent, noise-independent part of the projected input for frames z [T,C]."""
+    def frame_base(self, z: torch.Tensor, video_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The noise-independent part of the projected input for frames z [T,C]: mixture term, bias and the
+        gated video term (of `video_features` [T,vision_dim], or the reference's no-video term)."""
         width = self.model.config.transformer.out_channels
         mixture_weight = self.model.proj.weight[:, 2 * width:]
-        return torch.nn.functional.linear(torch.cat([z, z], -1), mixture_weight, self.model.proj.bias) + self._video_term
+        base = torch.nn.functional.linear(torch.cat([z, z], -1), mixture_weight, self.model.proj.bias)
+        if video_features is None:
+            return base + self._video_term
+        return base + self.model.align_masked_video(video_features.to(self._dtype).T[None])[0]
 
-    def _append_frames(self, state: StreamState, z: torch.Tensor) -> None:
-        base = self.frame_base(z)
+    def _video_features(self, state: StreamState, first: int, end: int) -> torch.Tensor | None:
+        """Vision features [end-first, vision_dim] for latent frames [first, end), or None (no visual prompt or
+        no frame yet): each takes the buffered frame nearest in time; frames are encoded once, on first use."""
+        if not state.video or end <= first:
+            return None
+        buffered = torch.tensor(np.array([frame.time for frame in state.video], np.float32))
+        mask = state.prompt.visual_mask
+        features = None
+        if mask is not None:
+            targets = torch.arange(first, end) * self.frame / self.sample_rate  # float32, as offline
+            chosen = (targets[None] - buffered[:, None]).abs().argmin(dim=0).tolist()
+            mask_key = state.prompt.key[3]  # the mask's digest
+            todo = sorted({i for i in chosen if state.video[i].mask_key != mask_key})
+            if todo:
+                images = torch.stack([state.video[i].image for i in todo])
+                images = apply_mask(images, torch.tensor(mask)[None], "keep")
+                for i, feature in zip(todo, self.model.vision_encoder.encode_frames(images)):
+                    state.video[i].feature, state.video[i].mask_key = feature, mask_key
+            features = torch.stack([state.video[i].feature for i in chosen])
+        # Frames before the last one at or before the next latent frame's time can no longer be nearest.
+        next_time = torch.tensor(end) * self.frame / self.sample_rate
+        keep_from = max(0, int((buffered <= next_time).sum()) - 1)
+        del state.video[:keep_from]
+        return features
+
+    def _append_frames(self, state: StreamState, z: torch.Tensor, video_features: torch.Tensor | None = None) -> None:
+        base = self.frame_base(z, video_features)
         if state.z is None:
             state.z, state.base = z, base
         else:
@@ -337,17 +414,29 @@ def _pad_tokens(x: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, 0, 0, missing)) if missing else x
 
 
+def _mask_mismatch(mask_shape, frame_shape) -> str:
+    return (f"the visual mask is {mask_shape[1]}x{mask_shape[0]} (width x height) but the video frames are "
+            f"{frame_shape[1]}x{frame_shape[0]}; give a mask at the video's resolution")
+
+
 @torch.inference_mode()
-def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, prompt: Prompt) -> np.ndarray:
+def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, prompt: Prompt,
+                       video: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The offline windowed reference: whole-file encode, then exactly the windows and commits that streaming
-    runs (one per hop, the same frame-indexed noise, decode context and crossfades). -> [2, samples]."""
+    runs (one per hop, the same frame-indexed noise, decode context and crossfades). -> [2, samples].
+    `video`: (uint8 frames [N,H,W,3], times [N]) for the prompt's visual mask, as pushed to the stream."""
     config = processor.config
     hop = processor.hop_samples
     n_hops = -(-audio.shape[0] // hop) + processor.flush_hops()
     padded = np.zeros(n_hops * hop, np.float32)
     padded[: audio.shape[0]] = audio
     z = processor.model.audio_codec.encode_frames(torch.from_numpy(padded).to(processor._dtype)[None, None])[0].T
-    base = processor.frame_base(z)
+    features = None
+    if video is not None and prompt.visual_mask is not None:
+        masked = MaskedVideo(video[0], prompt.visual_mask, "keep", times=video[1])
+        frames = masked.frames_for_latents(z.shape[0], processor.frame, processor.sample_rate)
+        features = processor.model.vision_encoder.encode_frames(frames)
+    base = processor.frame_base(z, features)
     state = StreamState(prompt=prompt, audio=np.zeros(0, np.float32))
     out = []
     for step in range(n_hops):
