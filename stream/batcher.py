@@ -91,6 +91,12 @@ class StreamHandle:
         self._check_usable()
         await self._batcher._call(lambda: self.session.set_prompt(prompt))
 
+    async def push_video(self, frames: np.ndarray, times_s: np.ndarray) -> None:
+        """Hand video frames to the stream's model (see `StreamSession.push_video`); on the worker, between
+        rounds, since the processor reads its video buffer while it computes."""
+        self._check_usable()
+        await self._batcher._call(lambda: self.session.push_video(frames, times_s))
+
     async def close(self) -> tuple[np.ndarray, np.ndarray]:
         """End the stream; returns its last `latency_samples` samples of (target, residual)."""
         self._check_usable()

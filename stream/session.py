@@ -261,6 +261,21 @@ class StreamSession:
         self._output.write(self._out.flush())
         self.done = True
 
+    @property
+    def accepts_video(self) -> bool:
+        """Whether the model uses the stream's video (visual-mask prompts of SAM Audio with a vision tower)."""
+        return getattr(self.processor, "accepts_video", False)
+
+    def push_video(self, frames: np.ndarray, times_s: np.ndarray) -> None:
+        """Video frames of this stream, uint8 [N, H, W, 3] RGB at increasing stream times (seconds since the
+        stream's first sample), each pushed no later than its audio. Every live state gets them: a fade's
+        old separation runs on the same video."""
+        if not self.accepts_video:
+            raise StreamInputError("this model takes no video: visual-mask prompts need a SAM Audio checkpoint "
+                                   "with its vision encoder")
+        for state in {id(state): state for state in (self.state, *self._sources()) if state is not None}.values():
+            self.processor.push_video(state, frames, times_s)
+
     def set_prompt(self, prompt: Prompt) -> None:
         """Switch to a new prompt from the next hop, crossfading from the old separation to the new one."""
         if self._passthrough:  # the output is the mixture: nothing audible to fade from

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from test_session import DSPProcessor, jittery_frames, mixture, offline, stream
+from test_session import DSPProcessor, VideoDSPProcessor, jittery_frames, mixture, offline, stream
 
 from samstream.model.errors import AudioInputError
 from samstream.stream.batcher import Batcher, StreamHandle
@@ -180,3 +180,17 @@ async def test_bad_rate_frame_limit_backlog_limit_and_prompt_change():
     # (The refused frame was sent again afterwards, so the stream is continuous.)
     np.testing.assert_array_equal(aligned[:, :4000], offline(x, "dog")[:, :4000])
     np.testing.assert_array_equal(aligned[:, -3000:], offline(x, "a much longer prompt")[:, -3000:])
+
+
+async def test_video_frames_reach_the_stream_on_the_worker():
+    frames = np.zeros((1, 4, 6, 3), dtype=np.uint8)
+    async with Batcher(VideoDSPProcessor(), realtime_budget_s=NEVER) as batcher:
+        handle = await batcher.open(Prompt("rain"), 16000)
+        await handle.push(mixture(0.05, 16000))
+        await handle.push_video(frames, np.array([0.02]))
+        assert handle.session.state.video_times == [0.02]
+        await handle.close()
+    async with Batcher(DSPProcessor(), realtime_budget_s=NEVER) as batcher:
+        handle = await batcher.open(Prompt("rain"), 16000)
+        with pytest.raises(StreamInputError, match="takes no video"):
+            await handle.push_video(frames, np.array([0.02]))

@@ -278,3 +278,34 @@ def test_prompt_key_identifies_prompts():
     assert a == Prompt("dog ", spans=(("+", 1.0, 2.0),), example=np.ones(10, dtype=np.float32))
     assert a.key != Prompt("dog", spans=(("+", 1.0, 2.0),), example=example).key
     assert len({a, Prompt("dog", spans=(("+", 1.0, 2.0),), example=np.ones(10, dtype=np.float32))}) == 1
+
+
+class VideoDSPProcessor(DSPProcessor):
+    """DSPProcessor that takes video, as SAM Audio with a vision tower does; records what each state got."""
+
+    accepts_video = True
+
+    def init_state(self, prompt: Prompt) -> DSPState:
+        state = super().init_state(prompt)
+        state.video_times = []
+        return state
+
+    def push_video(self, state: DSPState, frames: np.ndarray, times: np.ndarray) -> None:
+        assert frames.dtype == np.uint8 and frames.shape[0] == len(times)
+        state.video_times += list(times)
+
+
+def test_video_reaches_every_live_state_and_models_without_video_refuse_it():
+    session = StreamSession(VideoDSPProcessor(), 16000, Prompt("rain"))
+    frames = np.zeros((2, 4, 6, 3), dtype=np.uint8)
+    session.push_video(frames, np.array([0.0, 0.04]))
+    session.push(mixture(0.1, 16000))
+    session.set_prompt(Prompt("owl"))  # a fade: the old separation keeps running on a fork of the state
+    session.push_video(frames, np.array([0.08, 0.12]))
+    old, new = session._fade.old, session._fade.new
+    assert old is not new and old.video_times == new.video_times == [0.0, 0.04, 0.08, 0.12]
+
+    plain = StreamSession(DSPProcessor(), 16000, Prompt("rain"))
+    assert not plain.accepts_video
+    with pytest.raises(StreamInputError, match="takes no video: visual-mask prompts need a SAM Audio checkpoint"):
+        plain.push_video(frames, np.array([0.0, 0.04]))

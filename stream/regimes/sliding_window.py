@@ -153,6 +153,10 @@ class SlidingWindowProcessor:
                 raise PromptError(_mask_mismatch(prompt.visual_mask.shape, state.video[-1].image.shape))
         state.prompt = prompt
 
+    @property
+    def accepts_video(self) -> bool:
+        return self.separator.has_vision
+
     def push_video(self, state: StreamState, frames: np.ndarray, times) -> None:
         """Buffer video frames for the visual-mask prompt: uint8 [N,H,W,3] RGB at stream times `times` (seconds
         on the model-rate audio clock, increasing). Push each frame no later than the audio it belongs to."""
