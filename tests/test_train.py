@@ -80,3 +80,68 @@ def test_training_checkpoints_exports_and_resumes(tmp_path):
     separator = load_embedded(tmp_path / "model.safetensors")
     out = separator.separate(np.zeros(2000, np.float32) + 0.01, 16000, spans=[("+", 0.0, 0.05)])
     assert out.target.shape == (2000,)
+
+
+def _loader_batches(start_step: int, count: int, workers: int = 2) -> list[dict]:
+    from torch.utils.data import DataLoader
+
+    from samstream.model.training.train import BatchStream
+
+    config = TrainConfig(batch_size=2, seconds=0.3, model=TINY)
+    stream = BatchStream(ToneInNoise(), VECTORS, config, 4096, 256, start_step)
+    batches = []
+    for fields in DataLoader(stream, batch_size=None, num_workers=workers):
+        batches.append(fields)
+        if len(batches) == count:
+            return batches
+
+
+def test_worker_batches_differ_across_workers_and_repeat_for_the_same_start_step():
+    first = _loader_batches(start_step=7, count=4)
+    mixtures = [b["mixture"] for b in first]
+    assert all(m.shape == (2, 4096) for m in mixtures)
+    for i in range(4):  # batches 0, 2 come from worker 0 and 1, 3 from worker 1: no shared RNG stream
+        for j in range(i + 1, 4):
+            assert not torch.allclose(mixtures[i], mixtures[j])
+    again = _loader_batches(start_step=7, count=4)
+    assert all(torch.equal(a["mixture"], b["mixture"]) for a, b in zip(first, again))
+    later = _loader_batches(start_step=8, count=1)
+    assert not torch.allclose(later[0]["mixture"], mixtures[0])
+
+
+def test_training_with_workers_checkpoints_and_resumes(tmp_path):
+    config = TrainConfig(steps=3, batch_size=2, seconds=0.3, log_every=1, checkpoint_every_s=1e9, model=TINY,
+                         workers=2)
+    assert train(config, ToneInNoise(), VECTORS, tmp_path, progress=False)["step"] == 3
+    assert json.loads((tmp_path / "config.json").read_text())["workers"] == 2
+    config.steps = 5
+    assert train(config, ToneInNoise(), VECTORS, tmp_path, progress=False)["step"] == 5
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert json.loads((tmp_path / "model.json").read_text())["step"] == 5
+
+
+def test_without_workers_the_loop_draws_from_the_checkpointed_rng(tmp_path, monkeypatch):
+    """workers = 0 keeps the old behaviour: two interrupted runs equal one uninterrupted run, bit for bit
+    (with a constant learning rate: the cosine schedule depends on the horizon, which differs here)."""
+    monkeypatch.setattr("samstream.model.training.train.learning_rate", lambda config, step: config.lr)
+    config = TrainConfig(steps=4, batch_size=2, seconds=0.3, checkpoint_every_s=1e9, model=TINY)
+    torch.manual_seed(0)  # the initial weights come from torch's global generator
+    train(config, ToneInNoise(), VECTORS, tmp_path / "whole", progress=False)
+    config.steps = 2
+    torch.manual_seed(0)
+    train(config, ToneInNoise(), VECTORS, tmp_path / "halves", progress=False)
+    config.steps = 4
+    train(config, ToneInNoise(), VECTORS, tmp_path / "halves", progress=False)
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=False)["model"]
+    halves = torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(whole[k], halves[k]) for k in whole)
+
+
+def test_amp_and_a_horizon_fitted_to_the_time(tmp_path):
+    config = TrainConfig(steps=10**6, batch_size=2, seconds=0.3, checkpoint_every_s=1e9, model=TINY, amp=True)
+    result = train(config, ToneInNoise(), VECTORS, tmp_path, progress=False, max_seconds=1.5, fit_horizon=True)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["amp"] and result["step"] <= saved["steps"] < 10**6  # the horizon was fitted to the time
+    assert np.isfinite(result["loss"])
+    assert (tmp_path / "checkpoint.pt").is_file()  # stopped after a checkpoint

@@ -130,7 +130,7 @@ def load_rir_bank(cache_dir: Path | None, config: AugmentConfig) -> np.ndarray:
     name = f"bank_{config.rir_bank_size}x{config.rir_sources}_{config.rir_max_seconds}s_{config.rt60_range[0]}-{config.rt60_range[1]}.npy"
     path = Path(cache_dir) / "rirs" / name if cache_dir else None
     if path is not None and path.exists():
-        return np.load(path)
+        return np.load(path).astype(np.float32, copy=False)  # a training pack stores it as float16
     bank = compute_rir_bank(config)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from samstream.model.training.common import default_cache_dir
 
 
 def _cache_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cache", type=Path, default=None,
+    parser.add_argument("--cache", "--data", dest="cache", type=Path, default=None,
                         help="data cache folder (default: $SAMSTREAM_DATA or ~/.cache/samstream/data)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -53,6 +54,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="use training sources with fresh seeds instead of held-out sources")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(_data_run=_run_build_eval)
+
+    p = sub.add_parser("pack", help="a compact training-data pack (train split, Opus) for a GPU burst")
+    p.add_argument("out", type=Path, help="pack folder (e.g. cache/pack)")
+    _cache_arg(p)
+    p.add_argument("--max-mb", type=float, default=48.0,
+                   help="size budget of the whole pack in MiB (default 48: with the code and wheels it must "
+                        "stay under the 64 MiB a device run carries)")
+    p.add_argument("--kbps", type=float, default=24.0, help="Opus bitrate (default 24)")
+    p.add_argument("--clip-seconds", type=float, default=12.0,
+                   help="longer recordings are cut to one window of this length (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(_data_run=_run_pack)
+
+    p = sub.add_parser("unpack", help="decode a pack to 16-bit WAV stems (fast to read) for training")
+    p.add_argument("pack", type=Path, help="a folder written by `samstream data pack`")
+    p.add_argument("out", type=Path, help="the decoded cache folder (pass it to `samstream train --data`)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.set_defaults(_data_run=_run_unpack)
 
 
 def _finish(args, summary: dict, text_lines: list[str]) -> None:
@@ -120,6 +142,35 @@ def _run_build_eval(args, cache_dir: Path) -> int:
     return 0
 
 
+def _run_pack(args, cache_dir: Path) -> int:
+    from samstream.model.training.pack import PackConfig, build_pack
+
+    config = PackConfig(max_mb=args.max_mb, kbps=args.kbps, clip_seconds=args.clip_seconds, seed=args.seed,
+                        workers=args.workers)
+    summary = build_pack(cache_dir, args.out, config, force=args.force)["pack"]
+    lines = [f"pack: {summary['clips']} clips, {summary['minutes']:.1f} min of audio "
+             f"(of {summary['train_minutes_available']:.0f} train min), {summary['speakers']} speakers, "
+             f"{summary['bytes'] / 2**20:.2f} MiB in {summary['files']} files -> {args.out}"]
+    lines += [f"  note: {note}" for note in summary["notes"]]
+    lines.append(f"  {'class':<16} {'clips':>6} {'min':>7} {'real min':>8}")
+    for cls, cell in summary["classes"].items():
+        lines.append(f"  {cls:<16} {cell['files']:>6} {cell['minutes']:>7.2f} {cell['real_minutes']:>8.2f}")
+    _finish(args, {"out": str(args.out), **summary}, lines)
+    return 0
+
+
+def _run_unpack(args, cache_dir: Path) -> int:
+    from samstream.model.training.pack import folder_bytes, unpack
+
+    index = unpack(args.pack, args.out, workers=args.workers)
+    size, _ = folder_bytes(args.out)
+    minutes = sum(e["duration"] for e in index["entries"]) / 60
+    _finish(args, {"out": str(args.out), "entries": len(index["entries"]), "minutes": round(minutes, 2),
+                   "bytes": size},
+            [f"unpack: {len(index['entries'])} stems, {minutes:.1f} min, {size / 2**20:.0f} MiB -> {args.out}"])
+    return 0
+
+
 def _table_lines(table: dict) -> list[str]:
     lines = [f"  {'class':<16} {'train files':>11} {'train min':>9} {'held files':>10} {'held min':>8}"]
     for cls, per_split in table.items():
@@ -130,5 +181,5 @@ def _table_lines(table: dict) -> list[str]:
 
 
 def run(args) -> int:
-    cache_dir = (args.cache or default_cache_dir()).expanduser()
+    cache_dir = (getattr(args, "cache", None) or default_cache_dir()).expanduser()
     return args._data_run(args, cache_dir)

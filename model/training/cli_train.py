@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 
@@ -19,9 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, help="crop length per example")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--sisdr-weight", type=float)
+    parser.add_argument("--t0-probability", type=float, help="share of examples trained at t = 0 (1-step regime)")
+    parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that make batches (default 0: the training loop makes them, as before); "
+                             "resuming gives the same batches for the same step, seed and worker count")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast of the network (CUDA)")
     parser.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this much wall time")
+    parser.add_argument("--fit-horizon", action="store_true",
+                        help="with --max-minutes: fit --steps to the measured step rate so the learning-rate "
+                             "schedule ends when the time does (saved in config.json)")
     parser.add_argument("--model-config", type=json.loads, default=None,
                         help='model config overrides as JSON, e.g. \'{"dim": 192, "n_layers": 6}\'')
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -30,24 +40,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from samstream.model.errors import UserFacingError
     from samstream.model.training.common import DataError, default_cache_dir
     from samstream.model.training.prompts import all_train_prompts
     from samstream.model.training.train import MixtureSource, TrainConfig, embed_prompts, train
 
+    if args.fit_horizon and not args.max_minutes:
+        raise UserFacingError("--fit-horizon needs --max-minutes (the time the schedule is fitted to)")
     saved = args.run / "config.json"
     values = json.loads(saved.read_text()) if saved.is_file() else {}
     overrides = {"arch": args.arch, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
-                 "lr": args.lr, "sisdr_weight": args.sisdr_weight, "device": args.device, "threads": args.threads,
-                 "model": args.model_config}
+                 "lr": args.lr, "sisdr_weight": args.sisdr_weight, "t0_probability": args.t0_probability,
+                 "warmup": args.warmup, "device": args.device, "threads": args.threads, "workers": args.workers,
+                 "amp": args.amp, "model": args.model_config}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
     if not (data / "index.json").is_file():
         raise DataError(f"no data index in {data}: run `samstream data fetch` and `samstream data index` first")
     source = MixtureSource(data, seconds=config.seconds + 0.3)
-    vectors = embed_prompts(all_train_prompts(), args.run / "prompt_vectors.safetensors")
+    cached = args.run / "prompt_vectors.safetensors"
+    if not cached.is_file() and (data / cached.name).is_file():
+        # a training pack carries the vectors: the GPU machine has no MiniLM encoder
+        args.run.mkdir(parents=True, exist_ok=True)
+        for path in (data / cached.name, (data / cached.name).with_suffix(".json")):
+            shutil.copyfile(path, args.run / path.name)
+    vectors = embed_prompts(all_train_prompts(), cached)
     result = train(config, source, vectors, args.run,
-                   max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+                   max_seconds=args.max_minutes * 60 if args.max_minutes else None, fit_horizon=args.fit_horizon)
     print(f"trained to step {result['step']}; weights at {args.run / 'model.safetensors'}")
     if args.json:
         print(json.dumps({"run": str(args.run), **result}))

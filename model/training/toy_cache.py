@@ -106,3 +106,20 @@ def make_toy_cache(cache_dir: Path, seed: int = 0) -> Path:
     shutil.copyfile(cheer, twin)
     _write(u / "etw-data/usr/share/games/etw/sound/crowd/crowd1.wav", _noise(rng, 2.0, 300, 3000))
     return Path(cache_dir)
+
+
+def write_toy_rir_bank(cache_dir: Path) -> Path:
+    """A short decaying-noise room bank under the default bank's file name, so tests that mix with
+    reverb never run pyroomacoustics (~30 s for the real 64-room bank)."""
+    from samstream.model.training.augment import AugmentConfig
+
+    config = AugmentConfig()
+    name = (f"bank_{config.rir_bank_size}x{config.rir_sources}_{config.rir_max_seconds}s_"
+            f"{config.rt60_range[0]}-{config.rt60_range[1]}.npy")
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((config.rir_bank_size, config.rir_sources, 100)) * np.exp(-np.arange(100) / 20)
+    bank[..., 0] = 1.0
+    path = Path(cache_dir) / "rirs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, bank.astype(np.float32))
+    return path

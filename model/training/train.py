@@ -12,6 +12,7 @@ Whole examples are put at t = 0 with probability `t0_probability`: that is the d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -23,6 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
 from samstream.model.embedded import (EmbeddedConfig, EmbeddedModel, analysis_frames, clip_spectra,
@@ -93,6 +95,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
+    workers: int = 0  # data processes; 0 = make each batch in the training loop (see BatchStream)
+    amp: bool = False  # bf16 autocast of the embedded model's network (on CUDA; works on CPU, slowly)
     model: dict = field(default_factory=dict)  # EmbeddedConfig / BaselineConfig overrides
 
 
@@ -162,6 +166,45 @@ def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Te
                  example_valid, torch.tensor([len(c) for c in clips]), torch.from_numpy(anchors))
 
 
+BATCH_STREAM = 0xBA7C4  # keeps the workers' seeds apart from every other seed derived from TrainConfig.seed
+
+
+class BatchStream(IterableDataset):
+    """Endless training batches made in DataLoader worker processes (`TrainConfig.workers` > 0).
+
+    Worker w of a loader started at step s draws everything (examples, crops, prompt choices) from
+    `np.random.default_rng([seed, s, w, BATCH_STREAM])`, and the loader hands out the workers' batches
+    round-robin. So a run resumed from a checkpoint at step s with the same seed and worker count sees
+    the same batches every time; it does not see the batches an uninterrupted run would have seen past s
+    (that run's workers were seeded at its own start step), and a different worker count gives other
+    batches. The flow-matching time and noise stay in the training process (its generator is in the
+    checkpoint). With workers = 0 the loop makes batches itself from the checkpointed rng, as always.
+    """
+
+    def __init__(self, source: ExampleSource, text_vectors: dict[str, torch.Tensor], config: TrainConfig,
+                 samples: int, hop: int, start_step: int):
+        super().__init__()
+        self.source, self.text_vectors, self.config = source, text_vectors, config
+        self.samples, self.hop, self.start_step = samples, hop, start_step
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.config.seed, self.start_step, info.id if info else 0, BATCH_STREAM])
+        while True:
+            examples = [self.source.sample(rng) for _ in range(self.config.batch_size)]
+            yield vars(make_batch(examples, self.text_vectors, self.config, self.samples, self.hop, rng))
+
+
+def worker_batches(source: ExampleSource, text_vectors: dict[str, torch.Tensor], config: TrainConfig, samples: int,
+                   hop: int, start_step: int, device: torch.device):
+    """Batches from `config.workers` processes, moved to `device` (pinned, non-blocking on CUDA)."""
+    cuda = device.type == "cuda"
+    loader = DataLoader(BatchStream(source, text_vectors, config, samples, hop, start_step), batch_size=None,
+                        num_workers=config.workers, pin_memory=cuda, prefetch_factor=2)
+    for fields in loader:
+        yield Batch(**{k: v.to(device, non_blocking=cuda) for k, v in fields.items()})
+
+
 # -- losses --------------------------------------------------------------------------------------------------
 def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Scale-invariant SDR in dB per row ([B,S] in, [B] out)."""
@@ -190,21 +233,27 @@ def embedded_loss(model: EmbeddedModel, batch: Batch, config: TrainConfig, gener
     x1 = mask_to_state(ideal_ratio_mask(target_spectra, mix))
 
     chunks = frames // c.chunk_frames
-    t = torch.rand(count, chunks, generator=generator).to(device)
-    t = torch.where(torch.rand(count, 1, generator=generator).to(device) < config.t0_probability, 0.0, t)
+    on = generator.device  # a CUDA generator draws on the GPU; the CPU one draws here and copies
+    t = torch.rand(count, chunks, generator=generator, device=on).to(device)
+    t = torch.where(torch.rand(count, 1, generator=generator, device=on).to(device) < config.t0_probability, 0.0, t)
     t = t.repeat_interleave(c.chunk_frames, dim=1)
-    x0 = torch.randn(x1.shape, generator=generator).to(device)
+    x0 = torch.randn(x1.shape, generator=generator, device=on).to(device)
     xt = (1 - t[..., None]) * x0 + t[..., None] * x1
 
-    example = None
+    # Spectra, masks and the SI-SDR stay float32; with amp only the network runs in bf16.
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else contextlib.nullcontext()
+    example_spectra = valid = None
     if bool(batch.example_valid.any()):
         example_spectra = clip_spectra(batch.example, c)
         valid = (torch.arange(example_spectra.shape[1], device=device)[None] * c.hop
                  < batch.example_lengths[:, None].to(device))
-        example = model.encode_example(example_spectra, valid)
-    prompt = model.prompt_memory(batch.text, example, batch.text_valid, batch.example_valid, batch=count)
-    tokens = model.frame_tokens(with_lookahead(log_magnitude(spectra), c.lookahead_frames), batch.anchors)
-    clean = model.clean_state_parallel(tokens, xt, t, prompt)
+    features = with_lookahead(log_magnitude(spectra), c.lookahead_frames)
+    with amp:
+        example = model.encode_example(example_spectra, valid) if example_spectra is not None else None
+        prompt = model.prompt_memory(batch.text, example, batch.text_valid, batch.example_valid, batch=count)
+        tokens = model.frame_tokens(features, batch.anchors)
+        clean = model.clean_state_parallel(tokens, xt, t, prompt)
+    clean = clean.float()
     flow = F.mse_loss(clean, x1)
 
     estimate = state_to_mask(clean)
@@ -253,17 +302,24 @@ def export(model, run_dir: Path, step: int, config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, torch.Tensor], run_dir: Path,
-          progress: bool = True, max_seconds: float | None = None) -> dict:
-    """Train (or resume) in `run_dir` until `config.steps` or `max_seconds`; returns the last logged figures."""
+          progress: bool = True, max_seconds: float | None = None, fit_horizon: bool = False) -> dict:
+    """Train (or resume) in `run_dir` until `config.steps` or `max_seconds`; returns the last logged figures.
+
+    `fit_horizon` (with `max_seconds`): the cosine schedule's horizon `config.steps` is re-estimated from
+    the measured step rate at every tenth of the time budget (until the last tenth), so the learning rate
+    reaches its floor when the time runs out; the fitted value is written to config.json each time.
+    """
     from tqdm import tqdm
 
     torch.set_num_threads(config.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products where amp is off
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, rng = 0, np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     checkpoint = run_dir / "checkpoint.pt"
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -271,44 +327,74 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         rng.bit_generator.state = state["rng"]
-        generator.set_state(state["generator"])
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=1))
+        try:
+            generator.set_state(state["generator"].cpu())
+        except RuntimeError:  # a CPU generator's state does not fit a CUDA one (and back): reseed
+            generator.manual_seed(config.seed * 1_000_003 + step)
+            print(f"resuming on {device.type}: the noise generator is reseeded", file=sys.stderr)
+    if fit_horizon and max_seconds and config.steps <= step:
+        config.steps = 2 * step + 1  # a finished schedule restarts at its middle until the first fit
+    config_path = run_dir / "config.json"
+    config_path.write_text(json.dumps(asdict(config), indent=1))
     chunk = model.config.chunk_samples if config.arch == "embedded" else 512
     samples = crop_samples(config, chunk)
     loss_fn = embedded_loss if config.arch == "embedded" else baseline_loss
     hop = model.config.hop
+    batches = (worker_batches(source, text_vectors, config, samples, hop, step, device)
+               if config.workers > 0 else None)
     started = last_save = time.monotonic()
+    first_step = step
+    rate_start: float | None = None  # when the first step finished (loader start-up excluded from the rate)
+    fits = 0
     averages: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.arch}", unit="step", disable=not progress)
     model.train()
-    with open(run_dir / "log.jsonl", "a") as log:
-        while step < config.steps:
-            examples = [source.sample(rng) for _ in range(config.batch_size)]
-            batch = make_batch(examples, text_vectors, config, samples, hop, rng)
-            batch = Batch(*(v.to(device) for v in vars(batch).values()))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            loss, figures = loss_fn(model, batch, config, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            for key, value in figures.items():
-                averages[key] = value if key not in averages else 0.95 * averages[key] + 0.05 * value
-            bar.update()
-            bar.set_postfix({k: f"{v:.3f}" for k, v in averages.items()})
-            if step % config.log_every == 0:
-                log.write(json.dumps({"step": step, "time": time.time(), **averages}) + "\n")
-                log.flush()
-            now = time.monotonic()
-            out_of_time = max_seconds is not None and now - started > max_seconds
-            if now - last_save > config.checkpoint_every_s or step == config.steps or out_of_time:
-                save_checkpoint(checkpoint, model, optimizer, step, rng, generator)
-                export(model, run_dir, step, config)
-                last_save = now
-            if out_of_time:
-                break
+    try:
+        with open(run_dir / "log.jsonl", "a") as log:
+            while step < config.steps:
+                if batches is None:
+                    examples = [source.sample(rng) for _ in range(config.batch_size)]
+                    batch = make_batch(examples, text_vectors, config, samples, hop, rng)
+                    batch = Batch(*(v.to(device) for v in vars(batch).values()))
+                else:
+                    batch = next(batches)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, step)
+                loss, figures = loss_fn(model, batch, config, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                step += 1
+                for key, value in figures.items():
+                    averages[key] = value if key not in averages else 0.95 * averages[key] + 0.05 * value
+                bar.update()
+                bar.set_postfix({k: f"{v:.3f}" for k, v in averages.items()}, refresh=False)
+                if step % config.log_every == 0:
+                    log.write(json.dumps({"step": step, "time": time.time(), **averages}) + "\n")
+                    log.flush()
+                now = time.monotonic()
+                if rate_start is None:
+                    rate_start, first_step = now, step
+                elapsed = now - started
+                if fit_horizon and max_seconds and fits < 9 and elapsed > (fits + 1) * max_seconds / 10:
+                    fits = int(elapsed / (max_seconds / 10))
+                    rate = (step - first_step) / max(now - rate_start, 1e-9)
+                    if step > first_step:
+                        config.steps = max(step + 1, step + int(rate * (max_seconds - elapsed)))
+                        config_path.write_text(json.dumps(asdict(config), indent=1))
+                        bar.total = config.steps
+                        print(f"\nhorizon: {rate:.2f} steps/s -> --steps {config.steps}", file=sys.stderr)
+                out_of_time = max_seconds is not None and elapsed > max_seconds
+                if now - last_save > config.checkpoint_every_s or step == config.steps or out_of_time:
+                    save_checkpoint(checkpoint, model, optimizer, step, rng, generator)
+                    export(model, run_dir, step, config)
+                    last_save = now
+                if out_of_time:
+                    break
+    finally:
+        if batches is not None:
+            batches.close()  # stops the loader's worker processes
     bar.close()
     return {"step": step, **averages}
 
