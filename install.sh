@@ -9,9 +9,10 @@ want_test=0
 [ "${1:-}" = "test" ] && want_test=1
 
 apt_pkgs=(libsndfile1 libportaudio2)
-# The browser end-to-end test drives Debian's chromium (never a downloaded browser) inside a private
-# network namespace (iproute2, util-linux).
-[ $want_test = 1 ] && apt_pkgs+=(chromium iproute2 util-linux)
+# The browser end-to-end tests drive Debian's chromium and firefox-esr (never a downloaded browser) inside
+# a private network namespace (iproute2, util-linux); headless Firefox plays audio only through a sound
+# server, so it gets a private PulseAudio with a null sink (pulseaudio).
+[ $want_test = 1 ] && apt_pkgs+=(chromium firefox-esr pulseaudio iproute2 util-linux)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

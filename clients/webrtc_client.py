@@ -52,7 +52,7 @@ def paced_audio_track(audio: np.ndarray, tail_s: float = 1.0, realtime: bool = T
         def __init__(self) -> None:
             super().__init__()
             self.position = 0
-            self.started: float | None = None
+            self.started: float | None = None  # time.monotonic() when the first frame was handed over
             self.encoder = OpusPacketEncoder()  # "lowdelay" Opus: aiortc's own "voip" mode bends the waveform
 
         async def recv(self):
@@ -101,6 +101,7 @@ class WebRTCCall:
         self.channel.on("open", self.channel_open.set)
         self.pc.on("track", self._on_track)
         self.frames: list[np.ndarray] = []
+        self.arrivals: list[float] = []  # time.monotonic() when each of `frames` arrived (latency measurements)
         self.answer: dict = {}
         self.metrics: list[dict] = []
         self.events: list[dict] = []  # every other message, from the data channel or the socket
@@ -121,6 +122,7 @@ class WebRTCCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            self.arrivals.append(time.monotonic())
             self.frames.append(frame_to_mono(frame))
 
     def _on_message(self, text: str) -> None:

@@ -1,8 +1,9 @@
-"""The browser client end to end: headless Chromium (Playwright) with a fake microphone, over WebRTC,
-inside a private network namespace (tests/fixtures/browser_scenario.py does the run).
+"""The browser client end to end, in Chromium and in Firefox: headless, over WebRTC, inside a private
+network namespace (tests/fixtures/browser_scenario.py does the run). Chromium (Playwright) sends its fake
+microphone, which plays a WAV; Firefox (Marionette) sends the same WAV through the page's audio-file input.
 
-Needs Debian's chromium (/usr/bin/chromium) and PyPI's playwright; without them this test fails.
-Set SAMSTREAM_SCREENSHOT=docs/browser.png to keep the page's screenshot.
+Needs Debian's chromium and firefox-esr, PyPI's playwright and marionette-driver (bash install.sh test);
+without them this test fails. Set SAMSTREAM_SCREENSHOT=docs/browser.png to keep Chromium's screenshot.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from fixtures.netns import python_isolated
 from fixtures.signals import best_lag, si_sdr
+from samstream.stream.commands.bench_browser import round_trip_delays, unavailable
 
 SCENARIO = Path(__file__).parent / "fixtures" / "browser_scenario.py"
 LATENCY = 4087  # the session latency at 48 kHz, as the answer reports it
@@ -25,14 +27,15 @@ RATE = 48000
 WINDOW = RATE // 2
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, dict, dict[str, np.ndarray]]:
-    assert Path("/usr/bin/chromium").is_file(), "Debian chromium is missing: apt-get install chromium (install.sh)"
-    out = tmp_path_factory.mktemp("browser")
-    done = python_isolated(str(SCENARIO), str(out), timeout_s=110)
+@pytest.fixture(scope="module", params=["chromium", "firefox"])
+def run(request, tmp_path_factory) -> tuple[Path, dict, dict[str, np.ndarray]]:
+    browser = request.param
+    assert unavailable(browser) is None, unavailable(browser)
+    out = tmp_path_factory.mktemp(browser)
+    done = python_isolated(str(SCENARIO), str(out), browser, timeout_s=110)
     assert done.returncode == 0, f"browser scenario failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     result = json.loads((out / "result.json").read_text())
-    assert "shown" in result, f"the page did not start: {json.dumps(result, indent=1)[:4000]}"
+    assert "shown" in result, f"the page did not start in {browser}: {json.dumps(result, indent=1)[:4000]}"
     with np.load(out / "audio.npz") as audio:
         return out, result, dict(audio)
 
@@ -82,29 +85,23 @@ def test_page_receives_the_offline_separation(run):
 
 
 def test_browser_round_trip_latency(run):
-    """With the slider at "original" the page hears its own microphone (target + residual) delayed by the
+    """With the slider at "original" the page hears its own input (target + residual) delayed by the
     whole round trip: find that delay per quarter second on the page's clock."""
-    out, _, audio = run
-    microphone, heard = audio["mixture_in"], audio["mixture_out"]
-    search = RATE  # delays up to 1 s
-    delays = []
-    for start, window in windows(heard[search:], RATE // 4):
-        start += search
-        candidates = microphone[start - search : start + len(window)]
-        delays.append(search - best_lag(candidates, window, search))
-    delays_ms = 1000 * np.array(delays) / RATE
+    out, result, audio = run
+    delays = round_trip_delays(audio["mixture_in"], audio["mixture_out"], RATE)
+    delays_ms = 1000 * delays / RATE
     figures = {"p50_ms": float(np.percentile(delays_ms, 50)), "p95_ms": float(np.percentile(delays_ms, 95)),
                "windows": len(delays), "engine_latency_ms": 1000 * LATENCY / RATE}
     (out / "latency.json").write_text(json.dumps(figures))
-    print(f"\nbrowser round trip: {figures}")
+    print(f"\n{result['browser']['name']} round trip: {figures}")
     # The round trip holds at least the engine's latency and both Opus look-aheads.
     assert min(delays) >= LATENCY + 2 * OPUS_DELAY
 
 
 def test_screenshot(run):
-    out, _, _ = run
+    out, result, _ = run
     png = (out / "browser.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20000
     keep = os.environ.get("SAMSTREAM_SCREENSHOT")
-    if keep:
+    if keep and result["browser"]["name"] == "chromium":
         shutil.copyfile(out / "browser.png", keep)

@@ -1,6 +1,7 @@
 "use strict";
-// samstream browser client: microphone -> WebRTC -> the separated sound back, with prompts, a mix slider,
-// spectrograms and live metrics. Plain JavaScript and standard APIs only (Chromium and Firefox), no build step.
+// samstream browser client: microphone (or an audio file) -> WebRTC -> the separated sound back, with prompts,
+// a mix slider, spectrograms and live metrics. Plain JavaScript and standard APIs only (Chromium and Firefox),
+// no build step.
 //
 // Signalling: JSON over the server's WebSocket ("samstream.v1"): we send webrtc_offer (with every ICE
 // candidate gathered) and get webrtc_answer. Prompt changes and metrics then travel on the data channel
@@ -53,7 +54,7 @@ const app = {
   pc: null,
   channel: null,
   audio: null, // AudioContext
-  mic: null, // MediaStream
+  input: null, // MediaStream sent to the server: the microphone (and camera), or the audio file being played
   remote: null, // MediaStream
   nodes: {},
   answer: null,
@@ -178,44 +179,53 @@ async function start(options = {}) {
   setStatus("connecting");
   try {
     app.audio = new AudioContext(options.sampleRate ? { sampleRate: options.sampleRate } : {});
-    await app.audio.resume();
-    app.mic = await navigator.mediaDevices.getUserMedia({
+    await audioRunning(app.audio);
+    const file = options.file || $("source-file").files[0];
+    app.input = file ? await playFile(file) : await navigator.mediaDevices.getUserMedia({
       // Raw input: echo cancellation, noise suppression and gain control would reshape the very sounds
       // the separation works on.
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
       video: Boolean(options.video ?? params.get("video")),
     });
-    $("call").hidden = !app.mic.getVideoTracks().length;
+    $("call").hidden = !app.input.getVideoTracks().length;
     await setUpAudioGraph();
     app.socket = await openSocket(options.socketUrl || socketUrl());
     const answered = waitForAnswer(app.socket);
 
     const pc = (app.pc = new RTCPeerConnection({ iceServers: options.iceServers || [] }));
-    for (const track of app.mic.getTracks()) pc.addTrack(track, app.mic);
+    for (const track of app.input.getTracks()) pc.addTrack(track, app.input);
     app.channel = pc.createDataChannel("control");
     app.channel.onmessage = (event) => onControlMessage(JSON.parse(event.data));
     pc.ontrack = onRemoteTrack;
-    pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "failed") {
-        showError("The WebRTC connection failed.");
-        stop("failed");
-      }
-    };
+    // A connection can fail before it is live (Firefox fails at once when it finds no address to offer):
+    // then the step being awaited gives up with that error.
+    const failed = new Promise((_, reject) => {
+      pc.onconnectionstatechange = () => {
+        if (pc.connectionState !== "failed") return;
+        if (app.status === "connecting") reject(new Error("The WebRTC connection failed."));
+        else if (app.status === "live") {
+          showError("The WebRTC connection failed.");
+          stop("failed");
+        }
+      };
+    });
+    failed.catch(() => {}); // a connection that never fails leaves it pending: nothing to report
     await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringDone(pc);
+    await Promise.race([iceGatheringDone(pc), failed]);
     app.socket.send(JSON.stringify({
       type: "webrtc_offer",
       offer: { type: "offer", sdp: pc.localDescription.sdp },
       prompt,
       output: gainsFor(Number($("mix").value)),
     }));
-    const answer = await answered;
+    const answer = await Promise.race([answered, failed]);
     app.answer = answer;
     $("m-latency").textContent = `${answer.latency_ms.toFixed(0)} ms`;
     await pc.setRemoteDescription({ type: "answer", sdp: preferHighQualityOpus(answer.answer.sdp) });
-    await channelOpen(app.channel);
+    await Promise.race([channelOpen(app.channel), failed]);
     app.statsTimer = setInterval(readStats, 1000);
     app.pingTimer = setInterval(() => app.socket && app.socket.send(JSON.stringify({ type: "webrtc_ping" })), PING_EVERY_MS);
+    if (app.nodes.file) app.nodes.file.start(); // now that the server listens: none of the file is lost
     setStatus("live");
     return answer;
   } catch (error) {
@@ -261,9 +271,9 @@ function stop(status = "stopped") {
     app.socket.onclose = null;
     app.socket.close();
   }
-  if (app.mic) for (const track of app.mic.getTracks()) track.stop();
+  if (app.input) for (const track of app.input.getTracks()) track.stop();
   if (app.audio) app.audio.close();
-  Object.assign(app, { pc: null, socket: null, channel: null, mic: null, remote: null, audio: null, nodes: {} });
+  Object.assign(app, { pc: null, socket: null, channel: null, input: null, remote: null, audio: null, nodes: {} });
   setStatus(status);
 }
 
@@ -282,13 +292,38 @@ async function setUpAudioGraph() {
   nodes.recorder.connect(silent).connect(ctx.destination);
   nodes.inputAnalyser = analyser(ctx);
   nodes.outputAnalyser = analyser(ctx);
-  if (app.mic.getAudioTracks().length) {
-    nodes.mic = ctx.createMediaStreamSource(app.mic);
-    nodes.mic.connect(nodes.inputAnalyser);
-    nodes.mic.connect(nodes.recorder, 0, 0);
+  const input = nodes.file || (app.input.getAudioTracks().length && ctx.createMediaStreamSource(app.input));
+  if (input) {
+    input.connect(nodes.inputAnalyser);
+    input.connect(nodes.recorder, 0, 0);
   }
-  if (app.mic.getVideoTracks().length && $("local-video")) $("local-video").srcObject = app.mic;
+  if (app.input.getVideoTracks().length && $("local-video")) $("local-video").srcObject = app.input;
   drawViews();
+}
+
+// Browsers start an AudioContext only when allowed to play (after a click, or by their autoplay policy) and
+// when they have an audio output: say so rather than wait for ever.
+async function audioRunning(ctx, timeoutMs = 5000) {
+  await Promise.race([ctx.resume(), new Promise((resolve) => setTimeout(resolve, timeoutMs))]);
+  if (ctx.state !== "running") {
+    throw new Error("The browser did not start audio (no audio output, or playback not allowed yet): click Start.");
+  }
+}
+
+// An audio file instead of the microphone (and camera): no microphone needed, and the same sound every time.
+// Decoded at the AudioContext's rate and sent as a mono track; it plays once, from the moment the call is live.
+async function playFile(file) {
+  let buffer;
+  try {
+    buffer = await app.audio.decodeAudioData(await file.arrayBuffer());
+  } catch (error) {
+    throw new Error(`${file.name || "the file"} is not an audio file the browser can decode (${error.message || error})`);
+  }
+  const source = (app.nodes.file = new AudioBufferSourceNode(app.audio, { buffer }));
+  const track = app.audio.createMediaStreamDestination();
+  track.channelCount = 1;
+  source.connect(track);
+  return track.stream;
 }
 
 function analyser(ctx) {
@@ -319,7 +354,7 @@ function onRemoteTrack(event) {
 
 // ------------------------------------------------------------------------------------------- recording
 
-// Record the microphone (input) and what you hear (output), sample-aligned on the AudioContext clock.
+// Record the input (microphone or file) and what you hear (output), sample-aligned on the AudioContext clock.
 function startRecording() {
   app.recording = { input: [], output: [] };
   app.nodes.recorder.port.postMessage("start");
@@ -476,6 +511,9 @@ function holdButton(button, sign) {
 
 function setUpControls() {
   $("start").addEventListener("click", () => start());
+  $("source-file").addEventListener("change", () => {
+    $("start").textContent = $("source-file").files.length ? "Start file" : "Start microphone";
+  });
   $("stop").addEventListener("click", () => stop());
   $("prompt-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -507,6 +545,9 @@ function setUpControls() {
 }
 
 setUpControls();
+// Unexpected failures show on the page (and in samstream.state().errors), not only in the console.
+window.addEventListener("error", (event) => showError(`page error: ${event.message}`));
+window.addEventListener("unhandledrejection", (event) => showError(`page error: ${event.reason?.message || event.reason}`));
 
 // A small scripting surface (demos and the end-to-end test drive the page through it).
 window.samstream = {

@@ -15,7 +15,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "stream": ("samstream.stream.commands.bench_stream", "streaming engine: RTF, latency, exactness, capacity, memory"),
     "window": ("samstream.stream.commands.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
     "embedded": ("samstream.stream.commands.bench_embedded", "embedded model: real-time factor of its stream step"),
-    "e2e": ("samstream.stream.commands.bench_e2e", "WebSocket end-to-end latency and real-time stream capacity"),
+    "e2e": ("samstream.stream.commands.bench_e2e", "end-to-end latency: WebSocket, WebRTC, browser; stream capacity"),
 }
 
 

@@ -1,15 +1,27 @@
-"""`samstream bench e2e`: end-to-end latency over WebSocket on loopback, and real-time stream capacity.
+"""`samstream bench e2e`: end-to-end latency on loopback over WebSocket, over WebRTC (the Python aiortc
+client) and from the browser client in headless browsers, and the WebSocket real-time stream capacity.
 
-It starts `samstream serve` as a separate process on a free loopback port (as in production: the
-clients of this benchmark do not share the server's interpreter) and streams synthetic audio at
-real-time pace, one frame every `--frame-ms`.
+It starts `samstream serve` as a separate process on a free loopback port (as in
+production: the clients of this benchmark do not share the server's interpreter); every leg streams
+synthetic audio at real-time pace. WebRTC media go between this machine's own interface addresses (aiortc
+offers no loopback candidates), which the kernel delivers locally: nothing leaves the machine. `--legs` chooses the legs; a leg that cannot run here (the browser
+leg without `bash install.sh test`) says why in the output and in the JSON.
 
-Latency of input sample n = arrival time of output sample n + L (L = latency_samples, the session's
-fixed latency) minus the instant sample n was captured (stream start + n / rate; its frame leaves once
-the frame's last sample is captured). So it is what a listener gets: the algorithmic latency, the
-client's framing, hop buffering, compute, queueing and both transport directions. First-sample latency
-is that of sample 0; the steady-state p50/p95 cover the samples captured after the first second (the
-flushed tail is excluded).
+Latency of input sample n = arrival time of the output sample that answers it minus the instant sample n
+was captured (stream start + n / rate; its frame leaves once the frame's last sample is captured). So it
+is what a listener gets: the algorithmic latency, the client's framing, hop buffering, compute, queueing,
+codecs, jitter buffers and both transport directions. First-sample latency is that of sample 0; the
+steady-state p50/p95 cover the samples captured after the first second.
+- WebSocket (`--frame-ms` frames, `--rate`): output sample n + L answers input n (L = latency_samples,
+  the session's fixed latency); the flushed tail is excluded.
+- WebRTC (20 ms Opus frames, 48 kHz): the call hears "original" (target + residual, i.e. its own input
+  delayed), and cross-correlation finds the delay in samples (L plus both Opus look-aheads); arrival times
+  are those of the frames the client's jitter buffer hands out.
+- Browser: the page (clients/web) at "original" records its input and what it hears on its AudioContext
+  clock; the round trip is the delay between the two, found per quarter second by cross-correlation
+  (stream/commands/bench_browser.py). It covers encoding, network, server, decoding and the browser's
+  jitter buffer, not the sound card's buffers. Chromium sends its fake microphone (a WAV); Firefox, whose
+  fake microphone is a tone, sends the same WAV through the page's audio-file input.
 
 Capacity: N clients stream at once for `--ramp-seconds`, N = 1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64, ...;
 N holds when no stream was degraded (fewer steps or pass-through) and every stream's steady p95 stays
@@ -26,20 +38,43 @@ import time
 
 RAMP = (1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128)
 WARMUP_S = 1.0  # samples sent in the first second are not steady state
+LEGS = ("ws", "webrtc", "browser")
+SPANS = [["+", 0.5, 1.5]]  # the prompt of every leg: a span needs no text encoder
+
+
+def names(allowed: tuple[str, ...]):
+    """argparse type: a comma-separated list of names out of `allowed`."""
+
+    def parse(text: str) -> list[str]:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in allowed]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}, comma-separated")
+        return chosen
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="auto",
                         help="'auto' (tiny if its weights exist, else 'random': the tiny architecture untrained, "
                              "same speed), 'tiny', 'random', or a SAM Audio checkpoint directory")
-    parser.add_argument("--rate", type=int, default=16000, help="client sample rate")
-    parser.add_argument("--frame-ms", type=float, default=20.0, help="audio per WebSocket frame")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of the single-stream latency run")
+    parser.add_argument("--rate", type=int, default=16000,
+                        help="client sample rate of the WebSocket leg (WebRTC runs at 48 kHz)")
+    parser.add_argument("--frame-ms", type=float, default=20.0, help="audio per WebSocket frame (WebRTC: 20 ms)")
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="length of each single-stream latency run (WebSocket, WebRTC, browser)")
     parser.add_argument("--ramp-seconds", type=float, default=4.0, help="length of each capacity step")
     parser.add_argument("--max-streams", type=int, default=64, help="largest stream count to try (0: skip)")
     parser.add_argument("--latency-budget-ms", type=float, default=150.0,
                         help="allowed p95 beyond the algorithmic latency and one frame")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--legs", type=names(LEGS), default=list(LEGS),
+                        help="what to measure, comma-separated: ws (latency and capacity), webrtc (the Python "
+                             "aiortc client), browser (the browser client); default: all")
+    parser.add_argument("--browsers", type=names(("chromium", "firefox")), default=["chromium", "firefox"],
+                        help="browsers of the browser leg, comma-separated (the first gives the browser_* "
+                             "headline figures); default: chromium,firefox")
 
 
 def percentile_ms(values, q: float) -> float:
@@ -48,11 +83,20 @@ def percentile_ms(values, q: float) -> float:
     return round(float(np.percentile(values, q)) * 1000.0, 2) if len(values) else math.nan
 
 
+def sample_delays(lengths, arrivals, offset: int, count: int, start: float, rate: int):
+    """Seconds from the capture of input sample n (at `start` + n / rate) to the arrival of output sample
+    n + `offset` that answers it, for n < `count`: output frames of `lengths` samples arrived at `arrivals`."""
+    import numpy as np
+
+    ends = np.cumsum(lengths)
+    n = np.arange(max(0, count))
+    frame = np.searchsorted(ends, n + offset, side="right")
+    return np.asarray(arrivals)[frame] - (start + n / rate)
+
+
 async def stream_realtime(url: str, audio, rate: int, frame: int, start_delay: float = 0.0) -> dict:
     """One client: stream `audio` at real-time pace; returns per-sample latencies and the end message."""
     import asyncio
-
-    import numpy as np
 
     from samstream.clients.ws_client import SeparationClient
 
@@ -75,16 +119,30 @@ async def stream_realtime(url: str, audio, rate: int, frame: int, start_delay: f
             await client.send_audio(piece)
         end = await client.flush()
         await receiver
-    ends = np.cumsum([len(o) for o in outputs])
-    arrived = np.array([o.received_at for o in outputs])
-    n = np.arange(len(audio))
     # output sample n + L answers input n; skip the tail (its frame arrives only after the flush)
-    answered = n + latency < len(audio)
-    frame_of_output = np.searchsorted(ends, n[answered] + latency, side="right")
-    delays = arrived[frame_of_output] - (begin + n[answered] / rate)
-    steady = delays[n[answered] >= WARMUP_S * rate]
+    delays = sample_delays([len(o) for o in outputs], [o.received_at for o in outputs], latency,
+                           len(audio) - latency, begin, rate)
     return {"latency_samples": latency, "latency_ms": started["latency_ms"], "first_s": float(delays[0]),
-            "steady_s": steady, "end": end}
+            "steady_s": delays[round(WARMUP_S * rate) :], "end": end}
+
+
+async def webrtc_realtime(url: str, audio) -> dict:
+    """One WebRTC call with the Python client, hearing "original" (its input, delayed): the lag found by
+    cross-correlation, and per-sample latencies on the client's clock (see the module's docstring)."""
+    from samstream.clients.webrtc_client import FRAME, RATE, WebRTCCall
+    from samstream.stream.commands.bench_browser import best_lag
+
+    call = WebRTCCall(audio, {"spans": SPANS}, output={"target": 1.0, "residual": 1.0})
+    await call.start(url)
+    await call.wait_sent()
+    await call.wait_received(call.sent_samples)
+    heard = await call.finish()
+    lag = best_lag(heard.audio, audio, RATE)
+    # The source hands over frame [p, p + FRAME) at started + p / RATE: as if its last sample had just been
+    # captured, so sample n is captured at started + (n - FRAME) / RATE.
+    delays = sample_delays([len(frame) for frame in call.frames], call.arrivals, lag,
+                           min(len(audio), len(heard.audio) - lag), call.source.started - FRAME / RATE, RATE)
+    return {"lag_samples": lag, "first_s": float(delays[0]), "steady_s": delays[round(WARMUP_S * RATE) :]}
 
 
 def start_server(model: str, threads: int, max_sessions: int):
@@ -119,11 +177,8 @@ def start_server(model: str, threads: int, max_sessions: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import signal
     import subprocess
-
-    import numpy as np
 
     from samstream.model.embedded import WEIGHTS_DIR
 
@@ -133,59 +188,136 @@ def run(args: argparse.Namespace) -> int:
         if model == "random":
             print(f"the tiny model's weights ({WEIGHTS_DIR / 'tiny.safetensors'}) do not exist yet: measuring the "
                   "same architecture with random weights (same compute); pass --model to choose")
-    rate, frame = args.rate, max(1, round(args.frame_ms * args.rate / 1000))
-    rng = np.random.default_rng(0)
-
-    def clip(seconds: float):
-        return (0.1 * rng.standard_normal(round(seconds * rate))).astype(np.float32)
-
-    process, url, log_path = start_server(model, args.threads, max(1, args.max_streams))
+    result = {"model": model, "threads": args.threads, "legs": args.legs}
+    process, url, _ = start_server(model, args.threads, max(1, args.max_streams))
     try:
-        single = asyncio.run(stream_realtime(url, clip(args.seconds), rate, frame))
-        result = {
-            "model": model, "rate": rate, "frame_ms": args.frame_ms, "threads": args.threads,
-            "latency_ms": single["latency_ms"],
-            "ws_first_sample_ms": round(single["first_s"] * 1000.0, 2),
-            "ws_latency_ms_p50": percentile_ms(single["steady_s"], 50),
-            "ws_latency_ms_p95": percentile_ms(single["steady_s"], 95),
-            "degraded_s": single["end"]["metrics"]["degraded_s"],
-        }
-        print(f"single stream ({model}, {rate} Hz, {args.frame_ms:g} ms frames): algorithmic latency "
-              f"{result['latency_ms']:.1f} ms, first sample {result['ws_first_sample_ms']:.1f} ms, steady p50 "
-              f"{result['ws_latency_ms_p50']:.1f} ms, p95 {result['ws_latency_ms_p95']:.1f} ms")
-
-        limit_s = (single["latency_ms"] + args.frame_ms + args.latency_budget_ms) / 1000.0
-        steps, held = [], 0
-        for count in (n for n in RAMP if n <= args.max_streams):
-            delays = [frame / rate * i / count for i in range(count)]  # spread the frames of the streams over time
-
-            async def ramp_step():
-                return await asyncio.gather(*(stream_realtime(url, clip(args.ramp_seconds), rate, frame, delay)
-                                              for delay in delays))
-
-            runs = asyncio.run(ramp_step())
-            p95 = max(float(np.percentile(r["steady_s"], 95)) for r in runs)
-            degraded = sum(sum(r["end"]["metrics"]["degraded_s"].values()) for r in runs)
-            ok = degraded == 0 and p95 <= limit_s
-            steps.append({"streams": count, "p95_ms": round(p95 * 1000, 2), "degraded_s": round(degraded, 3),
-                          "held": ok})
-            print(f"{count:4d} streams: worst p95 {p95 * 1000:7.1f} ms, degraded {degraded:.2f} s -> "
-                  f"{'real time' if ok else 'NOT real time'}")
-            if not ok:
-                break
-            held = count
-        result["max_realtime_ws_streams"] = held if args.max_streams else None
-        result["p95_limit_ms"] = round(limit_s * 1000, 2)
-        result["ramp"] = steps
+        if "ws" in args.legs:
+            result.update(ws_leg(args, url))
+        if "webrtc" in args.legs:
+            result.update(webrtc_leg(args, url))
+        if "browser" in args.legs:
+            result.update(browser_leg(args, url))
     finally:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-    if args.max_streams:
-        print(f"max real-time WebSocket streams: {result['max_realtime_ws_streams']} "
-              f"(p95 within {result['p95_limit_ms']:.0f} ms, no degradation; clients on the same machine)")
     if args.json:
         print(json.dumps(result))
-    return 0
+    failed = [name for name, figures in result.get("browsers", {}).items() if "error" in figures]
+    return 1 if failed else 0
+
+
+def noise(seconds: float, rate: int, seed: int = 0):
+    """White noise at -20 dBFS: every stretch of it is unlike every other, so cross-correlation is unambiguous."""
+    import numpy as np
+
+    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * rate))).astype(np.float32)
+
+
+def ws_leg(args: argparse.Namespace, url: str) -> dict:
+    import asyncio
+
+    import numpy as np
+
+    rate, frame = args.rate, max(1, round(args.frame_ms * args.rate / 1000))
+    single = asyncio.run(stream_realtime(url, noise(args.seconds, rate), rate, frame))
+    result = {
+        "rate": rate, "frame_ms": args.frame_ms,
+        "latency_ms": single["latency_ms"],
+        "ws_first_sample_ms": round(single["first_s"] * 1000.0, 2),
+        "ws_latency_ms_p50": percentile_ms(single["steady_s"], 50),
+        "ws_latency_ms_p95": percentile_ms(single["steady_s"], 95),
+        "degraded_s": single["end"]["metrics"]["degraded_s"],
+    }
+    print(f"WebSocket, single stream ({rate} Hz, {args.frame_ms:g} ms frames): algorithmic latency "
+          f"{result['latency_ms']:.1f} ms, first sample {result['ws_first_sample_ms']:.1f} ms, steady p50 "
+          f"{result['ws_latency_ms_p50']:.1f} ms, p95 {result['ws_latency_ms_p95']:.1f} ms")
+
+    limit_s = (single["latency_ms"] + args.frame_ms + args.latency_budget_ms) / 1000.0
+    steps, held = [], 0
+    for count in (n for n in RAMP if n <= args.max_streams):
+        delays = [frame / rate * i / count for i in range(count)]  # spread the frames of the streams over time
+
+        async def ramp_step():
+            return await asyncio.gather(*(stream_realtime(url, noise(args.ramp_seconds, rate, seed), rate, frame,
+                                                          delay) for seed, delay in enumerate(delays, 1)))
+
+        runs = asyncio.run(ramp_step())
+        p95 = max(float(np.percentile(r["steady_s"], 95)) for r in runs)
+        degraded = sum(sum(r["end"]["metrics"]["degraded_s"].values()) for r in runs)
+        ok = degraded == 0 and p95 <= limit_s
+        steps.append({"streams": count, "p95_ms": round(p95 * 1000, 2), "degraded_s": round(degraded, 3),
+                      "held": ok})
+        print(f"{count:4d} streams: worst p95 {p95 * 1000:7.1f} ms, degraded {degraded:.2f} s -> "
+              f"{'real time' if ok else 'NOT real time'}")
+        if not ok:
+            break
+        held = count
+    result["max_realtime_ws_streams"] = held if args.max_streams else None
+    result["p95_limit_ms"] = round(limit_s * 1000, 2)
+    result["ramp"] = steps
+    if args.max_streams:
+        print(f"max real-time WebSocket streams: {held} (p95 within {result['p95_limit_ms']:.0f} ms, no "
+              "degradation; clients on the same machine)")
+    return result
+
+
+def webrtc_leg(args: argparse.Namespace, url: str) -> dict:
+    import asyncio
+
+    from samstream.clients.webrtc_client import RATE
+
+    call = asyncio.run(webrtc_realtime(url, noise(args.seconds, RATE)))
+    result = {
+        "webrtc_lag_samples": call["lag_samples"],
+        "webrtc_first_sample_ms": round(call["first_s"] * 1000.0, 2),
+        "webrtc_latency_ms_p50": percentile_ms(call["steady_s"], 50),
+        "webrtc_latency_ms_p95": percentile_ms(call["steady_s"], 95),
+    }
+    print(f"WebRTC, Python aiortc client (48 kHz, 20 ms Opus frames): output lags input by "
+          f"{call['lag_samples']} samples ({1000 * call['lag_samples'] / RATE:.1f} ms), first sample "
+          f"{result['webrtc_first_sample_ms']:.1f} ms, steady p50 {result['webrtc_latency_ms_p50']:.1f} ms, "
+          f"p95 {result['webrtc_latency_ms_p95']:.1f} ms")
+    return result
+
+
+def browser_leg(args: argparse.Namespace, url: str) -> dict:
+    """Each of --browsers in turn; the first one's figures are the browser_* headline keys."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from samstream.stream.commands.bench_browser import measure_round_trip, unavailable
+
+    page_url = "http" + url.removeprefix("ws")  # the server serves the page where it serves the socket
+    browsers: dict[str, dict] = {}
+    for name in args.browsers:
+        why = unavailable(name)
+        if why is None:
+            with tempfile.TemporaryDirectory(prefix=f"samstream-bench-{name}-") as work_dir:
+                # longer than the run: Chromium loops its fake microphone's file, and repeats would alias
+                audio = noise(args.seconds + 30.0, 48000, seed=7)
+                try:
+                    browsers[name] = asyncio.run(measure_round_trip(name, page_url, audio, args.seconds,
+                                                                    Path(work_dir), SPANS))
+                except Exception as error:  # reported, and the other figures still come out
+                    browsers[name] = {"name": name, "error": f"{type(error).__name__}: {error}"}
+        else:
+            browsers[name] = {"name": name, "skipped": why}
+        figures = browsers[name]
+        if "latency_ms_p50" in figures:
+            print(f"browser, {name} {figures['version']} (input: {figures['input']}): round trip p50 "
+                  f"{figures['latency_ms_p50']:.1f} ms, p95 {figures['latency_ms_p95']:.1f} ms")
+        else:
+            print(f"browser, {name}: {'skipped' if 'skipped' in figures else 'FAILED'}: "
+                  f"{figures.get('skipped') or figures['error']}")
+    headline = browsers[args.browsers[0]]
+    result = {"browser": {key: headline[key] for key in ("name", "version", "input", "skipped", "error")
+                          if key in headline},
+              "browsers": browsers}
+    if "latency_ms_p50" in headline:
+        result["browser_latency_ms_p50"] = headline["latency_ms_p50"]
+        result["browser_latency_ms_p95"] = headline["latency_ms_p95"]
+    return result

@@ -1,7 +1,7 @@
 """`samstream serve [--model tiny|DIR] [--host 127.0.0.1] [--port 8765] [--token T] [--max-sessions N]
-[--allowed-origin O ...] [--static DIR]`: the live separation server: the WebSocket protocol samstream.v1
-(docs/protocol.md) with WebRTC signalling on the same socket (docs/webrtc.md), /health, /metrics and the
-browser client. Stops gracefully on SIGINT/SIGTERM: open sessions get their tail and `end`."""
+[--allowed-origin O ...] [--static DIR]`: the live separation server: the WebSocket
+protocol samstream.v1 (docs/protocol.md) with WebRTC signalling on the same socket (docs/webrtc.md),
+/health, /metrics and the browser client. Stops gracefully on SIGINT/SIGTERM: open sessions get their tail and `end`."""
 
 from __future__ import annotations
 
