@@ -3,7 +3,8 @@
     python -m samstream.clients.webrtc_client ws://localhost:8765/ input.wav --prompt "speech" -o out.wav
 
 Signalling goes over the server's WebSocket (`webrtc_offer` -> `webrtc_answer`, see
-samstream/stream/server/webrtc.py); the audio goes over WebRTC, paced in real time like a microphone.
+samstream/stream/server/webrtc.py); the audio (and, for `WebRTCCall(..., video=frames)`, a video clip beside
+it) goes over WebRTC, paced in real time like a microphone and a camera.
 `WebRTCCall.frames` is what the caller hears (by default the target) from the first received frame:
 output n is input n - L on the server's clock (L = `latency_samples` in the answer), plus Opus's
 look-ahead each way (2.5 ms with samstream's encoder). The command line writes it with the first L
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
 import os
 import sys
@@ -24,6 +26,7 @@ import numpy as np
 
 RATE = 48000  # WebRTC audio (Opus) runs at 48 kHz
 FRAME = 960  # 20 ms
+VIDEO_CLOCK = 90000  # RTP's video clock rate
 
 
 def read_mono_48k(path: str) -> np.ndarray:
@@ -72,6 +75,46 @@ def paced_audio_track(audio: np.ndarray, tail_s: float = 1.0, realtime: bool = T
     return PacedAudioTrack()
 
 
+def paced_video_track(frames: np.ndarray, fps: float, realtime: bool = True):
+    """A MediaStreamTrack playing uint8 RGB frames [N, H, W, 3] at `fps`, in real time from its first frame
+    (like paced_audio_track, so a call's picture and sound start together), then it ends."""
+    from aiortc import MediaStreamTrack
+    from aiortc.mediastreams import MediaStreamError
+    from av import VideoFrame
+
+    if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3
+            and len(frames)):
+        got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise ValueError(f"video must be uint8 RGB frames [frames, height, width, 3], got {got}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+
+    class PacedVideoTrack(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.position = 0  # frames handed over
+            self.started: float | None = None
+
+        async def recv(self):
+            if self.readyState != "live" or self.position >= len(frames):
+                self.stop()
+                raise MediaStreamError
+            if self.started is None:
+                self.started = time.monotonic()
+            if realtime:
+                wait = self.started + self.position / fps - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            frame = VideoFrame.from_ndarray(frames[self.position], format="rgb24")
+            frame.pts, frame.time_base = round(self.position * VIDEO_CLOCK / fps), fractions.Fraction(1, VIDEO_CLOCK)
+            self.position += 1
+            return frame
+
+    return PacedVideoTrack()
+
+
 @dataclass
 class CallResult:
     audio: np.ndarray  # what was heard: float32 mono 48 kHz, from the first received frame
@@ -81,26 +124,34 @@ class CallResult:
 
 
 class WebRTCCall:
-    """One call: `await call.start(url)`, then `call.control({...})` on the data channel, then `await call.finish()`."""
+    """One call: `await call.start(url)`, then `call.control({...})` on the data channel, then `await call.finish()`.
+
+    `video` (uint8 RGB frames [N, H, W, 3] played at `fps`) adds a camera track beside the audio, for visual
+    prompts: `call.set_box([x0, y0, x1, y1])` marks the speaker to keep on it."""
 
     PING_EVERY_S = 10.0  # the server closes sockets that stay silent for its idle timeout (30 s by default)
 
     def __init__(self, audio: np.ndarray, prompt: dict, output: dict | None = None, tail_s: float = 1.0,
-                 ice_servers: list[str] | tuple[str, ...] = (), realtime: bool = True) -> None:
+                 ice_servers: list[str] | tuple[str, ...] = (), realtime: bool = True,
+                 video: np.ndarray | None = None, fps: float = 15.0) -> None:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
         self.prompt = prompt
         self.output = output or {"target": 1.0, "residual": 0.0}
         self.source = paced_audio_track(audio, tail_s, realtime)
+        self.video_source = None if video is None else paced_video_track(video, fps, realtime)
         # No ICE servers unless asked: aiortc would otherwise contact Google's public STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(url) for url in ice_servers]))
         self.pc.addTrack(self.source)
+        if self.video_source is not None:
+            self.pc.addTrack(self.video_source)
         self.channel = self.pc.createDataChannel("control")
         self.channel.on("message", self._on_message)
         self.channel_open = asyncio.Event()
         self.channel.on("open", self.channel_open.set)
         self.pc.on("track", self._on_track)
         self.frames: list[np.ndarray] = []
+        self.video_frames_received = 0  # frames of the server's echo of our video
         self.arrivals: list[float] = []  # time.monotonic() when each of `frames` arrived (latency measurements)
         self.answer: dict = {}
         self.metrics: list[dict] = []
@@ -111,6 +162,18 @@ class WebRTCCall:
     def _on_track(self, track) -> None:
         if track.kind == "audio":
             self._tasks.append(asyncio.ensure_future(self._record(track)))
+        else:  # counted and let go: aiortc queues a track's frames until someone reads them
+            self._tasks.append(asyncio.ensure_future(self._count_video(track)))
+
+    async def _count_video(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+            self.video_frames_received += 1
 
     async def _record(self, track) -> None:
         from aiortc.mediastreams import MediaStreamError
@@ -173,8 +236,14 @@ class WebRTCCall:
             await self.websocket.send(json.dumps({"type": "webrtc_ping"}))
 
     def control(self, message: dict) -> None:
-        """Send a data-channel message (prompt, span_begin/span_end, enroll, output)."""
+        """Send a data-channel message (prompt, span_begin/span_end, enroll, output, visual_mask)."""
         self.channel.send(json.dumps(message))
+
+    def set_box(self, box: list[float] | tuple[float, ...] | None) -> None:
+        """Keep the sound of what this box on the call's video shows: [x0, y0, x1, y1] as fractions of the
+        picture's width and height from its top-left corner; None clears it. Needs `video` and a server model
+        with a vision encoder (the server answers with an error otherwise)."""
+        self.control({"type": "visual_mask", "box": None if box is None else [float(value) for value in box]})
 
     @property
     def sent_samples(self) -> int:

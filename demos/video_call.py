@@ -2,6 +2,7 @@
 
     python demos/video_call.py --keep b -o call_out        # synthetic two-person call
     python demos/video_call.py --speaker-a me.wav --speaker-b you.wav --keep a -o call_out
+    python demos/video_call.py --model SAM_DIR --box 0.52,0.17,0.97,0.83 --keep b -o call_out   # pick on the video
 
 The caller here is a Python WebRTC peer (aiortc) standing in for a video-call client: it sends the
 call's picture (two tiles, the one speaking lit) and its sound. Each speaker first talks alone, then
@@ -10,10 +11,17 @@ both talk at once. When the speaker you keep has talked alone for a while, the c
 of that voice beforehand), and from then on it hears that speaker only. The server (started here with
 the default model, or --server) returns the separated sound beside the call's video.
 
+With a SAM Audio checkpoint that has its vision encoder (--model DIR), --box X0,Y0,X1,Y1 picks the speaker
+on the video instead: a box around their tile (fractions of the picture from its top-left corner; speaker A's
+tile is about 0.03,0.17,0.48,0.83, B's 0.52,0.17,0.97,0.83) becomes the visual-mask prompt as soon as the call
+is up, and the kept speaker's solo span is dropped from the prompt then. The default model cannot use visual
+prompts: without --box it enrolls the voice.
+
 Writes OUT/call.webm (what the caller saw and heard), OUT/heard.wav, OUT/mixture.wav and prints how
 close what you hear is to the kept speaker alone, against the unprocessed mixture.
 In a browser: `samstream serve`, open http://127.0.0.1:8765/?video=1, press "Enroll this voice" while
-the person you want to keep is speaking.
+the person you want to keep is speaking (or, with `samstream serve --model SAM_DIR`, drag a box around them
+on your camera's picture).
 """
 
 from __future__ import annotations
@@ -114,6 +122,9 @@ async def run(args: argparse.Namespace) -> dict:
     mixture, part_a, part_b = call_audio(a, b)
     keep = part_a if args.keep == "a" else part_b
     enroll_at = SOLO_S if args.keep == "a" else 2 * SOLO_S  # the end of the kept speaker's solo
+    solo = [enroll_at - SOLO_S, enroll_at]
+    if args.box is not None:
+        enroll_at = None  # the box picks the speaker: nothing to enroll
 
     server = None
     url = args.server
@@ -126,8 +137,16 @@ async def run(args: argparse.Namespace) -> dict:
     pc.addTrack(audio_track)
     pc.addTrack(call_video(part_a, part_b))
     channel = pc.createDataChannel("control")
+    channel_open = asyncio.Event()
+    channel.on("open", channel_open.set)
     events: list[dict] = []
-    channel.on("message", lambda text: events.append(json.loads(text)))
+
+    def on_message(text: str) -> None:
+        events.append(json.loads(text))
+        if events[-1].get("type") == "error":
+            print(f"server: {events[-1]['code']}: {events[-1]['message']}")
+
+    channel.on("message", on_message)
     recorder = MediaRecorder(str(out / "call.webm"))
     relay = MediaRelay()
     heard: list[np.ndarray] = []
@@ -147,8 +166,7 @@ async def run(args: argparse.Namespace) -> dict:
 
     async with connect(url, max_size=None) as ws:
         await pc.setLocalDescription(await pc.createOffer())
-        # Until a voice is enrolled: the kept speaker's solo stretch as a "this sound" span.
-        solo = [enroll_at - SOLO_S, enroll_at]
+        # Until a voice is enrolled (or the box is set): the kept speaker's solo stretch as a "this sound" span.
         await ws.send(json.dumps({"type": "webrtc_offer", "prompt": {"spans": [["+", *solo]]},
                                   "offer": {"type": "offer", "sdp": pc.localDescription.sdp}}))
         answer = json.loads(await ws.recv())
@@ -157,6 +175,11 @@ async def run(args: argparse.Namespace) -> dict:
         await pc.setRemoteDescription(RTCSessionDescription(**answer["answer"]))
         await recorder.start()
         print(f"call connected; engine latency {answer['latency_ms']:.0f} ms. Speaker A talks, then B, then both.")
+        if args.box is not None:
+            await asyncio.wait_for(channel_open.wait(), 10)
+            print(f"visual prompt: the box {args.box} on the call's picture (speaker {args.keep.upper()})")
+            channel.send(json.dumps({"type": "visual_mask", "box": args.box}))
+            channel.send(json.dumps({"type": "prompt", "spans": []}))  # from now on: the box only
         started = time.monotonic()
         while audio_track.readyState == "live":
             position = audio_track.position / RATE
@@ -187,6 +210,8 @@ async def run(args: argparse.Namespace) -> dict:
         "si_sdr_mixture_db": si_sdr_aligned(mixture, keep, scored, 0),
         "prompts": [e["prompt"] for e in events if e.get("type") == "prompt"],
         "errors": [e for e in events if e.get("type") == "error"],
+        "video_frames_pushed": next((e["video_frames_pushed"] for e in reversed(events)
+                                     if e.get("type") == "metrics"), 0),
         "files": [str(out / name) for name in ("call.webm", "heard.wav", "mixture.wav")],
     }
     print(f"both talking: what you hear is {result['si_sdr_heard_db']:.1f} dB SI-SDR from speaker "
@@ -195,15 +220,33 @@ async def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def parse_box(text: str) -> list[float]:
+    try:
+        box = [float(value) for value in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 with 0 <= X0 < X1 <= 1 and 0 <= Y0 < Y1 <= 1 "
+                                         f"(fractions of the picture), got {text!r}")
+    return box
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", choices=["a", "b"], default="b", help="the speaker to keep (default: b)")
+    parser.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1",
+                        help="pick the speaker on the video: a box around their tile (speaker A: 0.03,0.17,0.48,0.83, "
+                             "B: 0.52,0.17,0.97,0.83); needs --model DIR, a SAM Audio checkpoint with its vision "
+                             "encoder (or --server running one)")
     parser.add_argument("--speaker-a", help="speech of speaker A (any audio file); default: a synthetic voice")
     parser.add_argument("--speaker-b", help="speech of speaker B; default: a synthetic voice")
     parser.add_argument("-o", "--output", default="video_call_out", help="output folder")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     add_server_arguments(parser)
     args = parser.parse_args(argv)
+    if args.box is not None and args.server is None and args.model == "tiny":
+        parser.error("--box needs --model DIR, a SAM Audio checkpoint with its vision encoder: the default model "
+                     "cannot use visual prompts (without --box the demo enrolls the voice instead)")
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result))

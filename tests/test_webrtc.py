@@ -163,14 +163,17 @@ def test_data_channel_prompt_changes_metrics_and_errors(calls):
     result, audio = calls
     call = result["call2"]
     prompts = [event["prompt"] for event in call["events"] if event["type"] == "prompt"]
-    assert prompts[0] == {"text": None, "spans": [["+", 0.5, 1.5]], "example_s": 1.0}  # enroll: 1 s of input
+    assert prompts[0] == {"text": None, "spans": [["+", 0.5, 1.5]], "example_s": 1.0, "box": None}  # enroll: 1 s
     held = prompts[1]["spans"][1]  # span_begin: open while the button is held
     assert held[0] == "-" and held[2] - held[1] > 3600
     released = prompts[2]["spans"][1]  # span_end: closed on the stream clock, ~0.3 s later
     assert released[0] == "-" and released[1] == held[1] and 0.1 < released[2] - released[1] < 2.0
     assert call["metrics"][-1]["prompt"] == prompts[2]
     errors = [(event["code"], event["request"]) for event in call["events"] if event["type"] == "error"]
-    assert errors == [("unknown_type", "nope"), ("bad_message", "span_end"), ("bad_json", None), ("bad_message", "enroll")]
+    assert errors == [("unknown_type", "nope"), ("bad_message", "span_end"), ("bad_json", None),
+                      ("bad_message", "enroll"), ("no_vision", "visual_mask")]
+    refusal = next(event["message"] for event in call["events"] if event.get("code") == "no_vision")
+    assert "cannot use visual prompts" in refusal and "enroll this voice" in refusal
     # The output is the unchanged prompt's exactly until the first change was asked for, then it changes.
     change = call["prompt_changes"][0]
     target, unchanged = audio["call2_target"], audio["call2_unchanged_target"]

@@ -66,6 +66,7 @@ const app = {
   statsTimer: null,
   pingTimer: null,
   stats: {},
+  boxStart: null, // [x, y] where a box drag began, while one is being drawn on the camera picture
 };
 
 // ------------------------------------------------------------------------------------------- helpers
@@ -76,7 +77,7 @@ function setStatus(status) {
   const live = status === "live";
   $("start").disabled = live || status === "connecting";
   $("stop").disabled = !(live || status === "connecting");
-  for (const id of ["this-sound", "not-this", "clear-spans", "enroll", "clear-voice", "record"]) $(id).disabled = !live;
+  for (const id of ["this-sound", "not-this", "clear-spans", "enroll", "clear-voice", "record", "clear-box"]) $(id).disabled = !live;
   if (!live) {
     $("record").textContent = "Record";
     $("record").classList.remove("recording");
@@ -126,6 +127,7 @@ function describePrompt(prompt) {
     parts.push(`${sign === "+" ? "this" : "not"} ${start.toFixed(1)}–${until}`);
   }
   if (prompt.example_s) parts.push(`voice example ${prompt.example_s.toFixed(1)} s`);
+  if (prompt.box) parts.push("the boxed speaker");
   return `prompt: ${parts.join(", ") || "—"}`;
 }
 
@@ -273,7 +275,9 @@ function stop(status = "stopped") {
   }
   if (app.input) for (const track of app.input.getTracks()) track.stop();
   if (app.audio) app.audio.close();
-  Object.assign(app, { pc: null, socket: null, channel: null, input: null, remote: null, audio: null, nodes: {} });
+  Object.assign(app, { pc: null, socket: null, channel: null, input: null, remote: null, audio: null, nodes: {},
+                       boxStart: null });
+  drawBox(null);
   setStatus(status);
 }
 
@@ -438,6 +442,57 @@ function onControlMessage(message) {
 function showPrompt(prompt) {
   app.prompt = prompt;
   $("prompt-now").textContent = describePrompt(prompt);
+  if (!app.boxStart) drawBox(prompt && prompt.box); // the server's box, unless one is being drawn
+}
+
+// ------------------------------------------------------------------------------------------- visual prompt
+
+// A box dragged on your camera's picture marks the speaker to keep: sent as {"type": "visual_mask", "box":
+// [x0, y0, x1, y1]}, fractions of the picture from its top-left corner. The overlay shows the box the server
+// uses (from its prompt messages), so a refused box (a model without a vision encoder) does not linger.
+function drawBox(box) {
+  const element = $("box");
+  element.hidden = !box;
+  if (!box) return;
+  const [x0, y0, x1, y1] = box;
+  Object.assign(element.style, { left: `${100 * x0}%`, top: `${100 * y0}%`,
+                                 width: `${100 * (x1 - x0)}%`, height: `${100 * (y1 - y0)}%` });
+}
+
+function setUpBoxDrawing() {
+  const frame = $("local-frame");
+  const point = (event) => {
+    const rect = frame.getBoundingClientRect();
+    const clamp = (x) => Math.min(1, Math.max(0, x));
+    return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+  };
+  const boxTo = (event) => {
+    const [x, y] = point(event);
+    const [x0, y0] = app.boxStart;
+    const round = (v) => Math.round(v * 10000) / 10000;
+    return [round(Math.min(x0, x)), round(Math.min(y0, y)), round(Math.max(x0, x)), round(Math.max(y0, y))];
+  };
+  frame.addEventListener("pointerdown", (event) => {
+    if (app.status !== "live") return;
+    event.preventDefault();
+    frame.setPointerCapture(event.pointerId);
+    app.boxStart = point(event);
+  });
+  frame.addEventListener("pointermove", (event) => { if (app.boxStart) drawBox(boxTo(event)); });
+  frame.addEventListener("pointerup", (event) => {
+    if (!app.boxStart) return;
+    const box = boxTo(event);
+    app.boxStart = null;
+    // A click (a box under 2 % of the picture either way) is no box: the one in use stays.
+    const drawn = box[2] - box[0] >= 0.02 && box[3] - box[1] >= 0.02;
+    if (drawn) send({ type: "visual_mask", box });
+    drawBox(drawn ? box : app.prompt && app.prompt.box);
+  });
+  frame.addEventListener("pointercancel", () => {
+    app.boxStart = null;
+    drawBox(app.prompt && app.prompt.box);
+  });
+  $("clear-box").addEventListener("click", () => { if (app.prompt && app.prompt.box) send({ type: "visual_mask", box: null }); });
 }
 
 async function readStats() {
@@ -540,6 +595,7 @@ function setUpControls() {
       await saveRecording();
     }
   });
+  setUpBoxDrawing();
   $("mix-label").textContent = mixLabel($("mix").value);
   setStatus("idle");
 }

@@ -5,6 +5,8 @@ docs/webrtc.md): the client sends `webrtc_offer` (its SDP with every ICE candida
 first prompt) and gets `webrtc_answer`. Then:
 
     caller's audio track ─► SeparatedTrack: downmix, engine session (Batcher handle), mix ─► back to the caller
+    caller's video track ─► VideoFeed: RGB at 336x336, stamped on the stream clock ─► the session's model
+                            (only when the model takes video: SAM Audio with its vision encoder)
     data channel "control": prompt changes in, live metrics (latency, RTF, degradation) out
 
 The output track follows aiortc's `examples/server`: a `MediaStreamTrack` whose `recv()` returns the
@@ -24,6 +26,8 @@ Data channel messages (JSON text), caller -> server:
         "this sound" / "not this" held down: a span on the stream clock, open until released
     {"type": "enroll", "seconds": 3}      the last N seconds of the caller's input become the audio example
     {"type": "output", "target": 1.0, "residual": 0.0}   gains of the two outputs in what the caller hears
+    {"type": "visual_mask", "box": [x0, y0, x1, y1]}   the speaker to keep, as a box on the caller's video
+        (fractions of its width and height from the top-left corner); "box": null clears it
 server -> caller: {"type": "metrics", ...} every `metrics_interval_s`; {"type": "prompt", "prompt": {...}}
 after each change; {"type": "error", "code": ..., "message": ..., "request": ...}.
 """
@@ -36,6 +40,7 @@ import json
 import logging
 import math
 from collections import deque
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
@@ -48,6 +53,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame, CodecContext, Packet
@@ -71,6 +77,14 @@ OPEN_SPAN_S = 24 * 3600.0  # the end of a span whose button is still held
 MAX_ENROLL_S = 10.0  # input history kept for "enroll this voice"
 MIN_ENROLL_S = 0.5
 MAX_CONTROL_BYTES = 65536
+# The working resolution of the call's video and of visual masks: PE-Core-L14-336, SAM Audio's vision encoder,
+# resizes every frame to 336x336 anyway (aspect ratio not kept, as the official processor does), so frames
+# converted to it once here lose nothing the model would see, and a box rasterized at it always fits them.
+VIDEO_SIZE = 336
+VIDEO_QUEUE_FRAMES = 8  # converted frames waiting for the engine's worker (~0.3 s at 30 fps, 2.7 MB)
+NO_VISION = ("this server's model has no vision encoder, so it cannot use visual prompts (the default model never "
+             "has one): start the server with --model DIR, a SAM Audio checkpoint that has its vision encoder, "
+             "or use 'enroll this voice'")
 
 
 # ---------------------------------------------------------------------------------------- audio frames
@@ -272,22 +286,118 @@ class SeparatedTrack(MediaStreamTrack):
         super().stop()
         if self._pump_task is not None:
             self._pump_task.cancel()
+        # Frames still queued will never be heard; once the call's stream is aborted their engine calls
+        # fail, and no one else would retrieve those errors.
+        while not self._pending.empty():
+            item = self._pending.get_nowait()
+            if item is not None and isinstance(item[1], asyncio.Future):
+                item[1].add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def video_frame_to_rgb(frame) -> np.ndarray:
+    """An av.VideoFrame (any size and pixel format) as uint8 RGB [VIDEO_SIZE, VIDEO_SIZE, 3]."""
+    return frame.reformat(width=VIDEO_SIZE, height=VIDEO_SIZE, format="rgb24").to_ndarray()
+
+
+class VideoFeed:
+    """The caller's video to the engine session, beside its audio, for visual-mask prompts.
+
+    Each frame is converted to RGB at VIDEO_SIZE and stamped with the stream clock when it arrives (`clock()`:
+    seconds of the caller's audio fed to the engine so far): the picture goes with the sound that came with
+    it, whatever the tracks' RTP timestamps say, and it reaches the model before the audio after it, which the
+    model needs to finalise the latent frames around its time. A frame stamped no later than the previous one
+    (it came before any new audio) is skipped: the model wants increasing times, and it uses at most one frame
+    per latent frame (25 per second for SAM Audio), so it loses nothing. Frames wait in a small bounded queue for the engine's worker, which takes them between
+    rounds; when the worker is behind, the oldest waiting frame is dropped, so the audio path never waits for
+    video and memory stays bounded. `pushed`, `dropped` and `skipped` count frames for the call's metrics.
+    """
+
+    def __init__(self, source: MediaStreamTrack, handle: StreamHandle, clock: Callable[[], float],
+                 queue_frames: int = VIDEO_QUEUE_FRAMES) -> None:
+        self.source = source
+        self.handle = handle
+        self.clock = clock
+        self.pushed = self.dropped = self.skipped = 0
+        self._queue: asyncio.Queue[tuple[np.ndarray, float]] = asyncio.Queue(maxsize=queue_frames)
+        self._last_time = -math.inf
+
+    async def run(self) -> None:
+        """Until the caller's video track ends; raises what stopped the video reaching the engine."""
+        pusher = asyncio.ensure_future(self._push())
+        try:
+            while not pusher.done():  # it stops only on an error, seen at the next frame
+                try:
+                    frame = await self.source.recv()
+                except MediaStreamError:  # the caller's video ended
+                    return
+                self._enqueue(frame)
+            pusher.result()
+        finally:
+            pusher.cancel()
+
+    def _enqueue(self, frame) -> None:
+        time_s = self.clock()
+        if time_s <= self._last_time:
+            self.skipped += 1
+            return
+        self._last_time = time_s
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait((video_frame_to_rgb(frame), time_s))
+
+    async def _push(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            images, times = zip(*batch)
+            await self.handle.push_video(np.stack(images), np.array(times))
+            self.pushed += len(batch)
 
 
 # ---------------------------------------------------------------------------------------- prompts
 
 
-class PromptParts:
-    """The parts of a caller's prompt, each replaceable on its own (text, spans, audio example)."""
+Box = tuple[float, float, float, float]
 
-    def __init__(self, text: str | None = None, spans: tuple = (), example: np.ndarray | None = None) -> None:
-        self.text, self.spans, self.example = text, spans, example
+
+def check_box(box: Any) -> Box:
+    """A `visual_mask` box: [x0, y0, x1, y1], fractions of the video's width and height from its top-left corner."""
+    numbers = isinstance(box, list) and len(box) == 4 and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) for value in box)
+    if not numbers or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise ProtocolError("bad_prompt", "'box' must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and "
+                                          "0 <= y0 < y1 <= 1 (fractions of the video's width and height from its "
+                                          f"top-left corner), or null to clear it; got {box!r}")
+    return tuple(float(value) for value in box)
+
+
+def box_mask(box: Box, size: int = VIDEO_SIZE) -> np.ndarray:
+    """The box rasterized at the working resolution: bool [size, size], True on every pixel the box touches
+    (so even a box thinner than a pixel marks one)."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros((size, size), dtype=bool)
+    mask[math.floor(y0 * size) : math.ceil(y1 * size), math.floor(x0 * size) : math.ceil(x1 * size)] = True
+    return mask
+
+
+@dataclass(eq=False)
+class PromptParts:
+    """The parts of a caller's prompt, each replaceable on its own (text, spans, audio example, visual box)."""
+
+    text: str | None = None
+    spans: tuple = ()
+    example: np.ndarray | None = None  # model rate
+    box: Box | None = None  # on the caller's video, rasterized into the prompt's visual mask
 
     def update(self, message: dict) -> PromptParts:
+        """The parts a `prompt` message leaves: each key present replaces its part (null clears it)."""
         unknown = sorted(set(message) - {"type", "text", "spans", "example"})
         if unknown:
-            raise ProtocolError("bad_prompt", f"unknown prompt fields {unknown}: use text, spans, example")
-        parts = PromptParts(self.text, self.spans, self.example)
+            raise ProtocolError("bad_prompt", f"unknown prompt fields {unknown}: use text, spans, example "
+                                              "(a box on the video is a 'visual_mask' message)")
+        parts = replace(self)
         if "text" in message:
             text = message["text"]
             if text is not None and not isinstance(text, str):
@@ -306,14 +416,16 @@ class PromptParts:
         return parts
 
     def prompt(self) -> Prompt:
+        visual_mask = None if self.box is None else box_mask(self.box)
         try:
-            return Prompt(text=self.text, spans=self.spans, example=self.example)
+            return Prompt(text=self.text, spans=self.spans, example=self.example, visual_mask=visual_mask)
         except UserFacingError as error:
             raise ProtocolError("bad_prompt", str(error)) from None
 
     def describe(self, model_rate: int) -> dict:
         example_s = None if self.example is None else round(len(self.example) / model_rate, 3)
-        return {"text": self.text, "spans": [list(span) for span in self.spans], "example_s": example_s}
+        return {"text": self.text, "spans": [list(span) for span in self.spans], "example_s": example_s,
+                "box": None if self.box is None else list(self.box)}
 
 
 def check_sign(sign: Any) -> str:
@@ -349,6 +461,7 @@ class WebRTCPeer:
         self.pc: RTCPeerConnection | None = None
         self.handle: StreamHandle | None = None
         self.track: SeparatedTrack | None = None  # the separated output, once the caller's audio arrived
+        self.video: VideoFeed | None = None  # the caller's video to the model, when both exist
         self.dropped_samples = 0  # caller samples never separated: the call ended first
         self.channel = None
         self.parts = PromptParts()
@@ -389,6 +502,13 @@ class WebRTCPeer:
             if track.kind == "audio" and self.track is None:
                 self.track = SeparatedTrack(track, self.handle, self.mix, self._stream_ended)
                 pc.addTrack(self.track)
+            elif track.kind == "video" and self.video is None and self.handle.session.accepts_video:
+                # Two consumers of one track (the model and the echo): each gets every frame through a relay.
+                relay = MediaRelay()
+                self.video = VideoFeed(relay.subscribe(track), self.handle, lambda: self.stream_s)
+                self._spawn(self._feed_video(self.video))
+                if self.echo_video:
+                    pc.addTrack(relay.subscribe(track))
             elif track.kind == "video" and self.echo_video:
                 pc.addTrack(track)  # the call's picture comes back beside its separated sound
 
@@ -476,7 +596,7 @@ class WebRTCPeer:
                 return  # already held
             start = self.stream_s
             span = self._open_spans[sign] = (sign, start, start + OPEN_SPAN_S)
-            await self._change_prompt(lambda parts: PromptParts(parts.text, parts.spans + (span,), parts.example))
+            await self._change_prompt(lambda parts: replace(parts, spans=parts.spans + (span,)))
         elif kind == "span_end":
             sign = check_sign(message.get("sign"))
             if sign not in self._open_spans:
@@ -484,11 +604,8 @@ class WebRTCPeer:
             held = self._open_spans.pop(sign)
             closed = (sign, held[1], max(self.stream_s, held[1] + 1.0 / RATE))
 
-            def close_span(parts: PromptParts) -> PromptParts:
-                return PromptParts(parts.text, tuple(closed if span == held else span for span in parts.spans),
-                                   parts.example)
-
-            await self._change_prompt(close_span)
+            await self._change_prompt(
+                lambda parts: replace(parts, spans=tuple(closed if span == held else span for span in parts.spans)))
         elif kind == "enroll":
             seconds = message.get("seconds", 3.0)
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not MIN_ENROLL_S <= seconds <= MAX_ENROLL_S:
@@ -499,12 +616,24 @@ class WebRTCPeer:
                 raise ProtocolError("bad_prompt", f"not enough audio to enroll yet: {len(clip) / RATE:.2f} s heard, "
                                                   f"need {MIN_ENROLL_S} s")
             example = soxr.resample(clip, RATE, self.model_rate).astype(np.float32)
-            await self._change_prompt(lambda parts: PromptParts(parts.text, parts.spans, example))
+            await self._change_prompt(lambda parts: replace(parts, example=example))
         elif kind == "output":
             self.mix.set(message.get("target", 1.0), message.get("residual", 0.0))
+        elif kind == "visual_mask":
+            if not self.handle.session.accepts_video:
+                raise ProtocolError("no_vision", NO_VISION)
+            if "box" not in message:
+                raise ProtocolError("bad_prompt", "visual_mask needs 'box': [x0, y0, x1, y1] (fractions of the "
+                                                  "video's width and height), or null to clear it")
+            box = None if message["box"] is None else check_box(message["box"])
+            if box is not None and self.video is None:
+                raise ProtocolError("no_video", "this call sends no video, so there is nothing to draw a box on: "
+                                                "offer a camera (video) track with the audio (the browser client: "
+                                                "open it with ?video=1)")
+            await self._change_prompt(lambda parts: replace(parts, box=box))
         else:
             raise ProtocolError("unknown_type", f"unknown control message type {kind!r}: use prompt, span_begin, "
-                                                "span_end, enroll or output")
+                                                "span_end, enroll, output or visual_mask")
 
     async def _change_prompt(self, change: Callable[[PromptParts], PromptParts]) -> None:
         async with self._prompt_lock:  # changes apply in order, each to the parts the previous one left
@@ -523,8 +652,12 @@ class WebRTCPeer:
         metrics = self.handle.metrics.as_dict()
         samples_in = self.track.samples_in if self.track is not None else 0
         samples_out = self.track.samples_out if self.track is not None else 0
+        video = self.video
         return {"type": "metrics", **metrics, "latency_samples": self.handle.latency_samples, "sample_rate": RATE,
                 "samples_in": samples_in, "samples_out": samples_out, "stream_s": samples_in / RATE,
+                "video_frames_pushed": video.pushed if video else 0,
+                "video_frames_dropped": video.dropped if video else 0,
+                "video_frames_skipped": video.skipped if video else 0,
                 "degraded": metrics["level"] != 0, "prompt": self.parts.describe(self.model_rate)}
 
     async def _send_metrics(self, channel) -> None:
@@ -539,6 +672,18 @@ class WebRTCPeer:
             self.channel.send(json.dumps(message))
         elif self.send is not None:
             await self.send(message)
+
+    async def _feed_video(self, feed: VideoFeed) -> None:
+        """The call's video to its model until the video ends; a failure stops the video only (the audio goes
+        on, and a visual prompt keeps using the last frame the model got)."""
+        try:
+            await feed.run()
+        except Exception as error:
+            if self.handle.error is not None or self.closed.is_set():
+                return  # the stream itself ended: the audio path reports that
+            log.warning("WebRTC video stopped: %s", error, exc_info=error, extra={"fields": {"error": str(error)}})
+            await self.notify({"type": "error", "code": "video_error", "request": None,
+                               "message": f"the call's video no longer reaches the model ({error}); the audio goes on"})
 
     def _stream_ended(self, error: Exception | None) -> None:
         if error is not None:

@@ -53,6 +53,7 @@ ERROR_CODES = frozenset({
     "bad_json", "unknown_type", "bad_message", "unsupported_protocol", "not_started", "already_started",
     "bad_format", "bad_sample_rate", "bad_prompt", "frame_too_large", "bad_frame", "backlog_full",
     "too_many_sessions", "unauthorized", "origin_forbidden", "idle_timeout", "model_error", "internal",
+    "no_vision", "no_video", "video_error",  # visual prompts on WebRTC calls (docs/webrtc.md)
 })
 
 MessageHandler = Callable[["Connection", dict], Awaitable[None]]
