@@ -4,8 +4,9 @@ client) and from the browser client in headless browsers, and the WebSocket real
 It starts `samstream serve` as a separate process on a free loopback port (as in
 production: the clients of this benchmark do not share the server's interpreter); every leg streams
 synthetic audio at real-time pace. WebRTC media go between this machine's own interface addresses (aiortc
-offers no loopback candidates), which the kernel delivers locally: nothing leaves the machine. `--legs` chooses the legs; a leg that cannot run here (the browser
-leg without `bash install.sh test`) says why in the output and in the JSON.
+offers no loopback candidates), which the kernel delivers locally: nothing leaves the machine. `--legs`
+chooses the legs; a leg that cannot run here (the browser leg without `bash install.sh test`) says why in
+the output and in the JSON.
 
 Latency of input sample n = arrival time of the output sample that answers it minus the instant sample n
 was captured (stream start + n / rate; its frame leaves once the frame's last sample is captured). So it

@@ -307,9 +307,9 @@ class VideoFeed:
     it, whatever the tracks' RTP timestamps say, and it reaches the model before the audio after it, which the
     model needs to finalise the latent frames around its time. A frame stamped no later than the previous one
     (it came before any new audio) is skipped: the model wants increasing times, and it uses at most one frame
-    per latent frame (25 per second for SAM Audio), so it loses nothing. Frames wait in a small bounded queue for the engine's worker, which takes them between
-    rounds; when the worker is behind, the oldest waiting frame is dropped, so the audio path never waits for
-    video and memory stays bounded. `pushed`, `dropped` and `skipped` count frames for the call's metrics.
+    per latent frame (25 per second for SAM Audio), so it loses nothing. Frames wait in a small bounded queue
+    for the engine's worker, which takes them between rounds; when the worker is behind, the oldest waiting
+    frame is dropped, so the audio path never waits for video and memory stays bounded. `pushed`, `dropped` and `skipped` count frames for the call's metrics.
     """
 
     def __init__(self, source: MediaStreamTrack, handle: StreamHandle, clock: Callable[[], float],
