@@ -11,7 +11,7 @@ from samstream.model.training.augment import AugmentConfig
 from samstream.model.training.build_eval import EVAL_CONFIG, build_eval
 from samstream.model.training.common import DataError
 from samstream.model.training.index import build_index
-from samstream.model.training.prompts import prompts_for
+from samstream.model.class_prompts import prompts_for
 from samstream.model.training.toy_cache import make_toy_cache
 
 # The evaluation recipe with a two-room reverb bank (the default bank takes ~30 s to compute).

@@ -6,7 +6,7 @@ import zlib
 import pytest
 
 from samstream.model.training.catalogue import RULES, glob_to_regex, match, rules_by_package
-from samstream.model.training.classes import ALL_CLASSES
+from samstream.model.classes import ALL_CLASSES
 from samstream.model.training.rcc import extract_rcc_audio
 
 

@@ -1,6 +1,6 @@
 """Class relations: what may interfere with what."""
 
-from samstream.model.training.classes import family, members, overlaps
+from samstream.model.classes import family, members, overlaps
 
 
 def test_families_and_members():

@@ -40,7 +40,7 @@ def test_pack_and_unpack_print_json_last(tmp_path, capsys):
     import torch
 
     from samstream.model.training.index import build_index
-    from samstream.model.training.prompts import all_train_prompts
+    from samstream.model.class_prompts import all_train_prompts
     from samstream.model.training.train import embed_prompts
 
     class FakeEncoder:

@@ -7,11 +7,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from samstream.model.training.augment import AugmentConfig, active_rms
-from samstream.model.training.classes import family, overlaps
+from samstream.model.classes import family, overlaps
 from samstream.model.training.index import build_index
 from samstream.model.training.mixtures import (MixtureConfig, MixtureDataset, MixtureGenerator, ShardDataset,
                                                write_shard)
-from samstream.model.training.prompts import prompts_for
+from samstream.model.class_prompts import prompts_for
 from samstream.model.training.toy_cache import make_toy_cache
 
 # Small RIR bank so the reverb path runs in the tests without a long room computation.

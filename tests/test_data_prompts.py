@@ -1,7 +1,7 @@
 """Prompt wordings: every class has 5-10 lower-case training paraphrases and held-out wordings never trained on."""
 
-from samstream.model.training.classes import ALL_CLASSES, REQUIRED_CLASSES
-from samstream.model.training.prompts import PROMPTS, SPEAKER_PROMPTS, all_train_prompts, canonical
+from samstream.model.classes import ALL_CLASSES, REQUIRED_CLASSES
+from samstream.model.class_prompts import PROMPTS, SPEAKER_PROMPTS, all_train_prompts, canonical
 
 
 def test_every_class_has_paraphrases_and_heldout_wordings():

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from samstream.model.training.augment import AugmentConfig
 from samstream.model.training.common import SAMPLE_RATE, DataError, write_json
 from samstream.model.training.mixtures import SPEAKER_CLASS, Example, MixtureConfig, MixtureGenerator
-from samstream.model.training.prompts import prompts_for
+from samstream.model.class_prompts import prompts_for
 from samstream.model.training.split import HELDOUT, TRAIN
 
 # Evaluation mixtures: the training recipe, lighter augmentation, real recordings whenever a class has

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from samstream.model.errors import UserFacingError
     from samstream.model.training.common import DataError, default_cache_dir
-    from samstream.model.training.prompts import all_train_prompts
+    from samstream.model.class_prompts import all_train_prompts
     from samstream.model.training.train import MixtureSource, TrainConfig, embed_prompts, train
 
     if args.fit_horizon and not args.max_minutes:

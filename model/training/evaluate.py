@@ -252,7 +252,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
         improvement = si_sdr_db(estimate, item.target) - si_sdr_db(item.mixture, item.target)
         per_class.setdefault(item.target_class, []).append(improvement)
         scores.append(si_sdr_db(estimate, item.target))
-    from samstream.model.training.classes import REQUIRED_CLASSES
+    from samstream.model.classes import REQUIRED_CLASSES
 
     improvements = [v for values in per_class.values() for v in values]
     required = [_mean(per_class[c]) for c in REQUIRED_CLASSES if c in per_class]

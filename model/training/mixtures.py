@@ -29,9 +29,9 @@ from torch.utils.data import IterableDataset
 
 from samstream.model.training.augment import (AugmentConfig, active_rms, change_speed, load_rir_bank, random_eq,
                                               reverberate)
-from samstream.model.training.classes import ALL_CLASSES, GENDERED, REQUIRED_CLASSES, family, members, overlaps
+from samstream.model.classes import ALL_CLASSES, GENDERED, REQUIRED_CLASSES, family, members, overlaps
 from samstream.model.training.common import SAMPLE_RATE, DataError
-from samstream.model.training.prompts import prompts_for
+from samstream.model.class_prompts import prompts_for
 
 SPEAKER_CLASS = "speaker"  # the audio-prompted "this voice" task
 MAX_INTERFERERS = 3

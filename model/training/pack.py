@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samstream.model.training.classes import REQUIRED_CLASSES
+from samstream.model.classes import REQUIRED_CLASSES
 from samstream.model.training.common import SAMPLE_RATE, DataError, read_json, write_json
 from samstream.model.training.index import INDEX_NAME, load_index, summarize
 from samstream.model.training.split import TRAIN
@@ -222,7 +222,7 @@ def _fixed_files(cache_dir: Path, out: Path, vectors, encoder) -> list[str]:
         notes.append(f"no RIR bank in {cache_dir / 'rirs'}: training from this pack computes one "
                      "(needs pyroomacoustics, which the GPU machine does not have)")
     if vectors:
-        from samstream.model.training.prompts import all_train_prompts
+        from samstream.model.class_prompts import all_train_prompts
         from samstream.model.training.train import embed_prompts
 
         for name in (VECTORS_NAME, Path(VECTORS_NAME).with_suffix(".json").name):

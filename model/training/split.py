@@ -16,7 +16,7 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from samstream.model.training.classes import family
+from samstream.model.classes import family
 from samstream.model.training.common import DataError
 
 TRAIN, HELDOUT = "train", "heldout"

@@ -1,4 +1,5 @@
-"""The target classes and how they relate, so mixtures never pair a target with something it contains.
+"""The target classes and how they relate, so mixtures never pair a target with something it contains, and
+the default model can tell which prompts name speech.
 
 A class may have a parent ("woman speaking" is "speech"; "piano" is "music"): a target of the parent
 class draws from the parent's own sources and all its children. Two classes "overlap" when one may
