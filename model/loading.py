@@ -150,8 +150,8 @@ def drop_text_tower(state: dict[str, torch.Tensor], set_aside: dict[str, int]) -
     return {k: v for k, v in state.items() if k not in text}
 
 
-def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
-    expected = expected_shapes(model)
+def key_problems(expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> list[str]:
+    """Wrong shapes, missing and unexpected keys of a state dict, each as one readable sentence (empty: all fine)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
@@ -170,17 +170,25 @@ def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
         problems.append(
             f"{len(unexpected)} unexpected keys: " + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else "")
         )
+    return problems
+
+
+def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
+    expected = expected_shapes(model)
+    problems = key_problems(expected, state)
     if problems:
         message = "checkpoint does not match config.json: " + " | ".join(problems)
-        if any(k.startswith(VISION_PREFIX) for k in missing + unexpected) or any(
-                p.startswith(VISION_PREFIX) for p in wrong_shape):
+        vision_keys = [k for k in set(expected) ^ set(state) if k.startswith(VISION_PREFIX)]
+        vision_shapes = [k for k in expected if k.startswith(VISION_PREFIX) and k in state
+                         and state[k].shape != expected[k]]
+        if vision_keys or vision_shapes:
             message += (f" | vision_encoder.model.* must be the complete PE-Core CLIP "
                         f"'{model.config.vision_encoder.name}' that config.json's vision_encoder names; to use the "
                         "checkpoint without visual prompts, remove every vision_encoder.model.* tensor from it")
         raise ModelLoadError(message)
 
 
-def rebuild_buffers(model: SAMAudio) -> None:
+def rebuild_buffers(model: torch.nn.Module) -> None:
     """Non-persistent buffers (RoPE tables...) are not in checkpoints: recompute them off the meta device."""
     for module in model.modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
