@@ -194,3 +194,102 @@ def test_unknown_encoder_and_dim_mismatch_are_named():
         VisionEncoderConfig.from_dict({"name": "PE-Core-L14-336", "dim": 1024, "colour": 1})
     custom = VisionEncoderConfig(name="tiny", dim=48, architecture=(TINY, PETextConfig()))
     assert VisionEncoderConfig.from_dict(custom.to_dict()) == custom
+
+
+# -- Meta's numbers: the extras' PE-Core reference tensors, through the user-facing loader ---------------------
+
+@pytest.fixture(scope="module")
+def pe_core_vectors():
+    from safetensors.torch import load_file
+
+    from fixtures.side_models import EXTRAS
+
+    return load_file(str(EXTRAS / "pe_core" / "vectors.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def pe_core_sam(parity_dir, tmp_path_factory):
+    """load_sam_audio on the parity model carrying the extras' PE-Core (official key prefix)."""
+    from fixtures.side_models import pe_core_sam_directory
+    from samstream.model.loading import load_sam_audio
+
+    return load_sam_audio(pe_core_sam_directory(parity_dir, tmp_path_factory.mktemp("pe_core")), progress=False)
+
+
+PE_TOLERANCE = dict(rtol=1e-5, atol=5e-5)
+
+
+@pytest.mark.parametrize("case", ["encode_image", "encode_image_nonsquare"])
+def test_encode_image_equals_the_official_pe_core(pe_core_sam, pe_core_vectors, case):
+    clip = pe_core_sam.model.vision_encoder.model
+    images = pe_core_vectors[f"{case}.pixel_values"]
+    captured = []
+    hooks = [block.register_forward_hook(lambda m, i, o: captured.append(o)) for block in clip.visual.transformer.resblocks]
+    hooks.append(clip.visual.attn_pool.register_forward_hook(lambda m, i, o: captured.append(o)))
+    try:
+        with torch.inference_mode():
+            features = clip.encode_image(images, normalize=True)
+            unnormalised = clip.encode_image(images)
+            forward_features = clip.visual.forward_features(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert_close(features, pe_core_vectors[f"{case}.features"], **PE_TOLERANCE)
+    assert_close(unnormalised, pe_core_vectors[f"{case}.dbg_unnormalized"], **PE_TOLERANCE)
+    assert_close(forward_features, pe_core_vectors[f"{case}.dbg_forward_features"], **PE_TOLERANCE)
+    for i in range(2):
+        assert_close(captured[i], pe_core_vectors[f"{case}.dbg_block{i}"], **PE_TOLERANCE)
+    assert_close(captured[2], pe_core_vectors[f"{case}.dbg_pooled"], **PE_TOLERANCE)
+    grid = images.shape[-2] // 14, images.shape[-1] // 14
+    assert torch.equal(rope_2d_angles(16, *grid, cls_token=True), pe_core_vectors[f"{case}.dbg_rope_freq"][0])
+
+
+def test_sam_wrapper_equals_the_official_perception_encoder(pe_core_sam, pe_core_vectors):
+    """uint8 videos -> torchvision's uint8 bicubic resize, /255, normalise -> features per frame, chunked by
+    batch_size (2 here) and zero-padded to the longest video, as the official PerceptionEncoder.forward."""
+    encoder = pe_core_sam.model.vision_encoder
+    features = torch.zeros(2, 5, 48)
+    for i in range(2):
+        frames = pe_core_vectors[f"sam_wrapper.video.{i}"].permute(0, 2, 3, 1)  # [T,3,H,W] -> [T,H,W,3]
+        assert torch.equal(encoder.preprocess(frames), pe_core_vectors[f"sam_wrapper.dbg_transformed.{i}"])
+        encoded = encoder.encode_frames(frames)
+        features[i, : encoded.shape[0]] = encoded
+    assert_close(features, pe_core_vectors["sam_wrapper.features"], **PE_TOLERANCE)
+
+
+def test_text_tower_equals_the_official_encode_text(pe_core_vectors):
+    """SAM Audio never runs the CLIP text tower (the loader checks and drops it); its numbers are checked here by
+    building it with the visual tower from the extras' state dict."""
+    from safetensors.torch import load_file
+
+    from fixtures.side_models import EXTRAS
+
+    config = json.loads((EXTRAS / "pe_core" / "config.json").read_text())
+    vision = PEVisionConfig(**{k: v for k, v in config["vision"].items() if k != "drop_path"})
+    clip = PECoreCLIP(vision, PETextConfig(**config["text"]))
+    clip.load_state_dict(load_file(str(EXTRAS / "pe_core" / "model.safetensors")), strict=True)
+    with torch.inference_mode():
+        features = clip.encode_text(pe_core_vectors["encode_text.input_ids"], normalize=True)
+    assert_close(features, pe_core_vectors["encode_text.features"], **PE_TOLERANCE)
+
+
+def test_a_perturbed_pe_core_weight_breaks_parity(parity_dir, tmp_path, pe_core_vectors):
+    from fixtures.side_models import pe_core_sam_directory
+    from samstream.model.loading import load_sam_audio
+
+    directory = pe_core_sam_directory(parity_dir, tmp_path, perturb="visual.attn_pool.attn.in_proj_weight")
+    clip = load_sam_audio(directory, progress=False).model.vision_encoder.model
+    with torch.inference_mode():
+        features = clip.encode_image(pe_core_vectors["encode_image.pixel_values"], normalize=True)
+    with pytest.raises(AssertionError):
+        assert_close(features, pe_core_vectors["encode_image.features"], **PE_TOLERANCE)
+
+
+def test_l14_336_layout_equals_the_official_manifest():
+    """pe.CLIP.from_config('PE-Core-L14-336') built on the meta device (extras manifest, exact): keys, shapes, order."""
+    from fixtures.side_models import EXTRAS
+
+    manifest = json.loads((EXTRAS / "pe_core" / "keys_pe_core_l14_336.json").read_text())
+    shapes = {k: list(v) for k, v in clip_state_shapes(*VisionEncoderConfig().towers()).items()}
+    assert list(shapes.items()) == list(manifest["keys"].items())
+    assert sum(math.prod(s) for s in shapes.values()) == manifest["num_parameters"] == 671_137_793
