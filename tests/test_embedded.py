@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from samstream.model.embedded import (EmbeddedConfig, EmbeddedModel, EmbeddedSeparator, analysis_frames,
-                                      load_embedded, overlap_add, save_embedded, sqrt_hann, synthesis_frames)
+from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, EmbeddedSeparator, load_embedded, save_embedded
+from samstream.model.stft import analysis_frames, overlap_add, sqrt_hann, synthesis_frames
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
 
 

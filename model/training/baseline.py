@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samstream.model.embedded import clip_spectra, log_magnitude, overlap_add, synthesis_frames
+from samstream.model.stft import clip_spectra, log_magnitude, overlap_add, synthesis_frames
 from samstream.model.errors import ModelLoadError
 
 

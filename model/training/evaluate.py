@@ -138,8 +138,8 @@ def baseline_estimator(path: Path) -> Estimator:
 def oracle_irm(item: Item) -> np.ndarray:
     import torch
 
-    from samstream.model.embedded import (EmbeddedConfig, clip_spectra, ideal_ratio_mask, overlap_add,
-                                          synthesis_frames)
+    from samstream.model.embedded import EmbeddedConfig
+    from samstream.model.stft import clip_spectra, ideal_ratio_mask, overlap_add, synthesis_frames
 
     config = EmbeddedConfig()
     mixture = torch.from_numpy(_at_rate(item.mixture, item.sample_rate, config.sample_rate))[None]

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
-from samstream.model.embedded import (EmbeddedConfig, EmbeddedModel, analysis_frames, clip_spectra,
-                                      ideal_ratio_mask, log_magnitude, mask_to_state, overlap_add, save_embedded,
-                                      state_to_mask, synthesis_frames, with_lookahead)
+from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
+from samstream.model.stft import (analysis_frames, clip_spectra, ideal_ratio_mask, log_magnitude, mask_to_state,
+                                  overlap_add, state_to_mask, synthesis_frames, with_lookahead)
 from samstream.model.training.baseline import BaselineConfig, BaselineModel, save_baseline
 from samstream.model.training.common import DataError
 
