@@ -118,3 +118,12 @@ class PolyphaseStream:
             self._buffer[:, : self._count - drop] = self._buffer[:, drop : self._count]
             self._count -= drop
             self._start += drop
+
+
+def polyphase_resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """One-shot LL resampling of a mono float32 signal: exactly what a stream of it returns, sample for sample."""
+    if in_rate == out_rate:
+        return np.asarray(x, dtype=np.float32)
+    stream = PolyphaseStream(in_rate, out_rate, 1)
+    head = stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32))
+    return np.concatenate([head, stream.resample_chunk(np.zeros(0, np.float32), last=True)])
