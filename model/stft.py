@@ -14,8 +14,10 @@ import torch.nn.functional as F
 
 @functools.lru_cache(maxsize=4)
 def sqrt_hann(n_fft: int) -> torch.Tensor:
-    """Cached (streaming asks for it every chunk); callers must not modify it in place."""
-    return torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sqrt().float()
+    """Cached (streaming asks for it every chunk); callers must not modify it in place. Made outside inference
+    mode, so that training in a process that already ran inference can still use it."""
+    with torch.inference_mode(False):
+        return torch.hann_window(n_fft, periodic=True, dtype=torch.float64).sqrt().float()
 
 
 def analysis_frames(padded: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
@@ -74,3 +76,58 @@ def active_frames(spectra: torch.Tensor, valid: torch.Tensor, floor_db: float = 
     energy = 10 * torch.log10(spectra.abs().pow(2).sum(-1) + 1e-10)
     energy = energy.masked_fill(~valid, -200.0)
     return valid & (energy > energy.max(dim=1, keepdim=True).values - floor_db)
+
+
+class StftStream:
+    """The STFT side of one stream of a frame-causal mask model: chunks of samples in, complex frames out as they
+    complete; masked frames in, finished samples out. Output sample n is input sample n − `delay` (zeros before
+    the start), where delay = (n_fft − hop) + lookahead frames × hop.
+
+    A chunk must hold whole hops. Frames are handed out with `lookahead` frames of future context: `ready()` says
+    how many frames can be masked now.
+    """
+
+    def __init__(self, n_fft: int, hop: int, lookahead: int) -> None:
+        self.n_fft, self.hop, self.lookahead = n_fft, hop, lookahead
+        self.delay = (n_fft - hop) + lookahead * hop
+        self.input_tail = torch.zeros(n_fft - hop)
+        self.ola_tail = torch.zeros(n_fft - hop)
+        self.pending: list[torch.Tensor] = []  # analysed frames not yet masked, each [bins] complex
+        self.emitted = 0  # output samples handed out
+
+    def analyse(self, chunks: torch.Tensor, streams: list["StftStream"]) -> torch.Tensor:
+        """Batched analysis of one chunk per stream ([N, S] float) -> spectra [N, S // hop, bins]; each stream
+        keeps its new frames pending."""
+        buffers = torch.cat([torch.stack([s.input_tail for s in streams]), chunks], dim=1)
+        spectra = analysis_frames(buffers, self.n_fft, self.hop)
+        for row, stream in enumerate(streams):
+            stream.input_tail = chunks[row, -(self.n_fft - self.hop):].clone()
+            stream.pending.extend(spectra[row])
+        return spectra
+
+    def ready(self) -> int:
+        return max(0, len(self.pending) - self.lookahead)
+
+    def take(self, count: int) -> torch.Tensor:
+        """The next `count` frames with their look-ahead frames: [count + lookahead, bins]; the first `count` are
+        consumed."""
+        frames = torch.stack(self.pending[: count + self.lookahead])
+        del self.pending[:count]
+        return frames
+
+    def synthesise(self, masked: torch.Tensor) -> torch.Tensor:
+        """Masked frames [count, bins] (the ones just taken) -> count × hop finished samples."""
+        span = overlap_add(synthesis_frames(masked[None], self.n_fft), self.hop)[0]
+        span[: self.n_fft - self.hop] += self.ola_tail
+        done = span[: len(span) - (self.n_fft - self.hop)].clone()
+        self.ola_tail = span[len(done):].clone()
+        before_start = self.delay - self.emitted  # the first frames reach back before the stream's start
+        if before_start > 0:
+            done[: min(before_start, len(done))] = 0.0
+        self.emitted += len(done)
+        return done
+
+    def idle(self, samples: int) -> torch.Tensor:
+        """Zeros for a step that had no frames to mask yet (the look-ahead is still filling)."""
+        self.emitted += samples
+        return torch.zeros(samples)

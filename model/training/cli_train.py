@@ -1,4 +1,5 @@
-"""`samstream train [--arch embedded|baseline] --run DIR ...`: train (or resume) the embedded model or the baseline.
+"""`samstream train [--arch embedded|masknet|baseline] [--task general|voice] --run DIR ...`: train (or resume) the
+embedded general separator, a mask network (general separator candidate, or the voice picker) or the baseline.
 
 Training-time only; heavy imports stay inside `run` so `samstream --help` stays fast.
 """
@@ -12,7 +13,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=["embedded", "baseline"], default="embedded")
+    parser.add_argument("--arch", choices=["embedded", "masknet", "baseline"], default=None,
+                        help="network (default: the run's, else embedded)")
+    parser.add_argument("--task", choices=["general", "voice"], default=None,
+                        help="general: text/span/example prompts on mixtures of every class; voice: pick one voice "
+                             "of two by its enrollment clip (or its gender's wording) (default: the run's, else general)")
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, log); resumes if it exists")
     parser.add_argument("--data", type=Path, default=None, help="data cache (default: $SAMSTREAM_DATA or ~/.cache/...)")
     parser.add_argument("--steps", type=int, help="total optimiser steps")
@@ -29,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "resuming gives the same batches for the same step, seed and worker count")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast of the network (CUDA)")
     parser.add_argument("--max-minutes", type=float, help="stop (after a checkpoint) after this much wall time")
+    parser.add_argument("--max-cpu-minutes", type=float,
+                        help="stop (after a checkpoint) once the run has used this much CPU time in all, resumed "
+                             "sessions included: a fair budget for comparing candidates on a shared machine")
+    parser.add_argument("--snapshot-every-cpu-minutes", type=float,
+                        help="keep the weights every N CPU minutes in RUN/snapshots/ (learning curves)")
+    parser.add_argument("--example-probability", type=float, help="use an example clip as the prompt this often")
+    parser.add_argument("--text-drop-probability", type=float, help="with an example clip, drop the text this often")
     parser.add_argument("--fit-horizon", action="store_true",
                         help="with --max-minutes: fit --steps to the measured step rate so the learning-rate "
                              "schedule ends when the time does (saved in config.json)")
@@ -49,16 +61,24 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError("--fit-horizon needs --max-minutes (the time the schedule is fitted to)")
     saved = args.run / "config.json"
     values = json.loads(saved.read_text()) if saved.is_file() else {}
-    overrides = {"arch": args.arch, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
+    overrides = {"arch": args.arch, "task": args.task, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
                  "lr": args.lr, "sisdr_weight": args.sisdr_weight, "t0_probability": args.t0_probability,
                  "warmup": args.warmup, "device": args.device, "threads": args.threads, "workers": args.workers,
-                 "amp": args.amp, "model": args.model_config}
+                 "amp": args.amp, "model": args.model_config,
+                 "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,
+                 "example_probability": args.example_probability,
+                 "text_drop_probability": args.text_drop_probability}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
     if not (data / "index.json").is_file():
         raise DataError(f"no data index in {data}: run `samstream data fetch` and `samstream data index` first")
-    source = MixtureSource(data, seconds=config.seconds + 0.3)
+    if config.task == "voice":
+        from samstream.model.training.voices import VoicePairSource
+
+        source = VoicePairSource(data, seconds=config.seconds + 0.3)
+    else:
+        source = MixtureSource(data, seconds=config.seconds + 0.3)
     cached = args.run / "prompt_vectors.safetensors"
     if not cached.is_file() and (data / cached.name).is_file():
         # a training pack carries the vectors: the GPU machine has no MiniLM encoder
@@ -67,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             shutil.copyfile(path, args.run / path.name)
     vectors = embed_prompts(all_train_prompts(), cached)
     result = train(config, source, vectors, args.run,
-                   max_seconds=args.max_minutes * 60 if args.max_minutes else None, fit_horizon=args.fit_horizon)
+                   max_seconds=args.max_minutes * 60 if args.max_minutes else None, fit_horizon=args.fit_horizon,
+                   max_cpu_seconds=args.max_cpu_minutes * 60 if args.max_cpu_minutes else None)
     print(f"trained to step {result['step']}; weights at {args.run / 'model.safetensors'}")
     if args.json:
         print(json.dumps({"run": str(args.run), **result}))

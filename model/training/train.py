@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
 from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
+from samstream.model.masknet import Conditioning, MaskNet, MaskNetConfig, save_masknet
 from samstream.model.stft import (analysis_frames, clip_spectra, ideal_ratio_mask, log_magnitude, mask_to_state,
                                   overlap_add, state_to_mask, synthesis_frames, with_lookahead)
 from samstream.model.training.baseline import BaselineConfig, BaselineModel, save_baseline
@@ -77,7 +78,8 @@ class MixtureSource:
 
 @dataclass
 class TrainConfig:
-    arch: str = "embedded"  # or "baseline"
+    arch: str = "embedded"  # or "masknet", "baseline"
+    task: str = "general"  # "general" (text / span / example prompts) or "voice" (pick one voice: model/training/voices.py)
     steps: int = 200_000
     batch_size: int = 8
     seconds: float = 3.0  # crop length (rounded to whole chunks)
@@ -91,6 +93,7 @@ class TrainConfig:
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
     checkpoint_every_s: float = 180.0
+    snapshot_every_cpu_minutes: float = 0.0  # > 0: weights kept in RUN/snapshots/ (learning curves per CPU time)
     log_every: int = 20
     seed: int = 0
     device: str = "cpu"
@@ -111,6 +114,8 @@ class Batch:
     example_valid: torch.Tensor  # [B] bool
     example_lengths: torch.Tensor  # [B]
     anchors: torch.Tensor  # [B,T] anchor ids per frame
+    speaker: torch.Tensor  # [B,speaker_dim] speaker embeddings of the example clips (zeros where none / unused)
+    speaker_valid: torch.Tensor  # [B] bool
 
 
 def crop_samples(config: TrainConfig, chunk_samples: int) -> int:
@@ -134,8 +139,11 @@ def span_anchors(target: np.ndarray, mixture: np.ndarray, frames: int, hop: int,
 
 
 def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Tensor], config: TrainConfig,
-               samples: int, hop: int, rng: np.random.Generator) -> Batch:
-    """Crops, prompt choices (text / example clip / span) and tensors for one training batch."""
+               samples: int, hop: int, rng: np.random.Generator, speaker_embedder=None) -> Batch:
+    """Crops, prompt choices (text / example clip / span) and tensors for one training batch.
+
+    With a `speaker_embedder` (list of clips -> [N, dim]; models conditioned on speaker embeddings), example clips
+    become speaker embeddings instead of audio examples."""
     count, frames = len(examples), samples // hop
     mixture, target = np.zeros((count, samples), np.float32), np.zeros((count, samples), np.float32)
     text = torch.zeros(count, next(iter(text_vectors.values())).shape[-1])
@@ -158,12 +166,21 @@ def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Te
             clips.append(np.zeros(0, np.float32))
         if rng.random() < config.span_probability or not (use_text or use_example):
             anchors[i] = span_anchors(target[i], mixture[i], frames, hop, rng)
+    speaker, speaker_valid = torch.zeros(count, 1), torch.zeros(count, dtype=torch.bool)
+    if speaker_embedder is not None:
+        rows = [i for i in range(count) if example_valid[i]]
+        embedded = speaker_embedder([clips[i] for i in rows]) if rows else None
+        speaker = torch.zeros(count, embedded.shape[-1] if embedded is not None else 256)
+        for j, i in enumerate(rows):
+            speaker[i], speaker_valid[i] = embedded[j], True
+        clips, example_valid = [np.zeros(0, np.float32)] * count, torch.zeros(count, dtype=torch.bool)
     longest = max(1, max(len(c) for c in clips))
     example = np.zeros((count, longest), np.float32)
     for i, clip in enumerate(clips):
         example[i, : len(clip)] = clip
     return Batch(torch.from_numpy(mixture), torch.from_numpy(target), text, text_valid, torch.from_numpy(example),
-                 example_valid, torch.tensor([len(c) for c in clips]), torch.from_numpy(anchors))
+                 example_valid, torch.tensor([len(c) for c in clips]), torch.from_numpy(anchors), speaker,
+                 speaker_valid)
 
 
 BATCH_STREAM = 0xBA7C4  # keeps the workers' seeds apart from every other seed derived from TrainConfig.seed
@@ -182,24 +199,34 @@ class BatchStream(IterableDataset):
     """
 
     def __init__(self, source: ExampleSource, text_vectors: dict[str, torch.Tensor], config: TrainConfig,
-                 samples: int, hop: int, start_step: int):
+                 samples: int, hop: int, start_step: int, speakers: bool = False):
         super().__init__()
         self.source, self.text_vectors, self.config = source, text_vectors, config
         self.samples, self.hop, self.start_step = samples, hop, start_step
+        self.speakers = speakers  # embed example clips as speakers (made in the worker: the encoder is not picklable)
 
     def __iter__(self):
         info = get_worker_info()
         rng = np.random.default_rng([self.config.seed, self.start_step, info.id if info else 0, BATCH_STREAM])
+        embedder = speaker_embedder() if self.speakers else None
         while True:
             examples = [self.source.sample(rng) for _ in range(self.config.batch_size)]
-            yield vars(make_batch(examples, self.text_vectors, self.config, self.samples, self.hop, rng))
+            yield vars(make_batch(examples, self.text_vectors, self.config, self.samples, self.hop, rng, embedder))
+
+
+def speaker_embedder():
+    """GE2E embeddings of a list of 16 kHz clips -> [N, 256] (the voice picker's conditioning)."""
+    from samstream.model.speaker_encoder import load_speaker_encoder
+
+    encoder = load_speaker_encoder()
+    return lambda clips: torch.as_tensor(np.asarray(encoder.embed_batch(clips), np.float32))
 
 
 def worker_batches(source: ExampleSource, text_vectors: dict[str, torch.Tensor], config: TrainConfig, samples: int,
-                   hop: int, start_step: int, device: torch.device):
+                   hop: int, start_step: int, device: torch.device, speakers: bool = False):
     """Batches from `config.workers` processes, moved to `device` (pinned, non-blocking on CUDA)."""
     cuda = device.type == "cuda"
-    loader = DataLoader(BatchStream(source, text_vectors, config, samples, hop, start_step), batch_size=None,
+    loader = DataLoader(BatchStream(source, text_vectors, config, samples, hop, start_step, speakers), batch_size=None,
                         num_workers=config.workers, pin_memory=cuda, prefetch_factor=2)
     for fields in loader:
         yield Batch(**{k: v.to(device, non_blocking=cuda) for k, v in fields.items()})
@@ -266,8 +293,21 @@ def embedded_loss(model: EmbeddedModel, batch: Batch, config: TrainConfig, gener
     return loss, {"loss": loss.item(), "flow": flow.item(), "si_sdr": sisdr.item()}
 
 
-def baseline_loss(model: BaselineModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
-    estimate = model.separate_waveform(batch.mixture, batch.text)
+def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: torch.Generator):
+    """-SI-SDR of the masked waveform; a negative query's (silent target's) output energy is penalised."""
+    cond = Conditioning(text=batch.text, text_valid=batch.text_valid, speaker=batch.speaker,
+                        speaker_valid=batch.speaker_valid, example=batch.example,
+                        example_lengths=batch.example_lengths, example_valid=batch.example_valid)
+    if not bool(batch.example_valid.any()):
+        cond.example = None
+    if model.speaker_proj is None:
+        cond.speaker = None
+    prompt = model.condition(cond, batch.mixture.shape[0])
+    estimate = model.separate_waveform(batch.mixture, batch.anchors, prompt)
+    return waveform_loss(estimate, batch)
+
+
+def waveform_loss(estimate: torch.Tensor, batch: Batch):
     rows = sisdr_rows(batch.target, batch.mixture)
     score = si_sdr(estimate, batch.target)[rows]
     sisdr = score.mean() if len(score) else estimate.new_zeros(())
@@ -279,13 +319,23 @@ def baseline_loss(model: BaselineModel, batch: Batch, config: TrainConfig, gener
     return loss, {"loss": loss.item(), "si_sdr": sisdr.item()}
 
 
+def baseline_loss(model: BaselineModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
+    return waveform_loss(model.separate_waveform(batch.mixture, batch.text), batch)
+
+
 # -- the loop ------------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig):
     if config.arch == "embedded":
         return EmbeddedModel(EmbeddedConfig(**config.model))
+    if config.arch == "masknet":
+        return MaskNet(MaskNetConfig.from_dict(config.model))
     if config.arch == "baseline":
         return BaselineModel(BaselineConfig(**config.model))
-    raise ValueError(f"unknown arch {config.arch!r} (embedded or baseline)")
+    raise ValueError(f"unknown arch {config.arch!r} (embedded, masknet or baseline)")
+
+
+LOSSES = {"embedded": embedded_loss, "masknet": masknet_loss, "baseline": baseline_loss}
+SAVERS = {"embedded": save_embedded, "masknet": save_masknet, "baseline": save_baseline}
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -296,14 +346,17 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 def export(model, run_dir: Path, step: int, config: TrainConfig) -> Path:
     path = run_dir / "model.safetensors"
-    meta = {"arch": config.arch, "step": step}
-    (save_embedded if config.arch == "embedded" else save_baseline)(model, path, meta)
+    meta = {"arch": config.arch, "task": config.task, "step": step}
+    SAVERS[config.arch](model, path, meta)
     return path
 
 
 def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, torch.Tensor], run_dir: Path,
-          progress: bool = True, max_seconds: float | None = None, fit_horizon: bool = False) -> dict:
-    """Train (or resume) in `run_dir` until `config.steps` or `max_seconds`; returns the last logged figures.
+          progress: bool = True, max_seconds: float | None = None, fit_horizon: bool = False,
+          max_cpu_seconds: float | None = None) -> dict:
+    """Train (or resume) in `run_dir` until `config.steps`, `max_seconds` of wall time or `max_cpu_seconds` of this
+    process's CPU time (all its threads; summed over resumed runs in `RUN/cpu_seconds`: the fair budget for
+    comparing candidates on a shared machine); returns the last logged figures.
 
     `fit_horizon` (with `max_seconds`): the cosine schedule's horizon `config.steps` is re-estimated from
     the measured step rate at every tenth of the time budget (until the last tenth), so the learning rate
@@ -336,13 +389,19 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
         config.steps = 2 * step + 1  # a finished schedule restarts at its middle until the first fit
     config_path = run_dir / "config.json"
     config_path.write_text(json.dumps(asdict(config), indent=1))
-    chunk = model.config.chunk_samples if config.arch == "embedded" else 512
+    chunk = model.config.chunk_samples if config.arch != "baseline" else 512
     samples = crop_samples(config, chunk)
-    loss_fn = embedded_loss if config.arch == "embedded" else baseline_loss
+    loss_fn = LOSSES[config.arch]
+    embedder = speaker_embedder() if getattr(model.config, "speaker_dim", 0) else None
     hop = model.config.hop
-    batches = (worker_batches(source, text_vectors, config, samples, hop, step, device)
+    batches = (worker_batches(source, text_vectors, config, samples, hop, step, device, embedder is not None)
                if config.workers > 0 else None)
     started = last_save = time.monotonic()
+    cpu_file = run_dir / "cpu_seconds"
+    cpu_before = float(cpu_file.read_text()) if cpu_file.is_file() else 0.0
+    cpu_start = time.process_time()
+    period = 60 * config.snapshot_every_cpu_minutes
+    next_snapshot = (cpu_before // period + 1) * period if period else math.inf
     first_step = step
     rate_start: float | None = None  # when the first step finished (loader start-up excluded from the rate)
     fits = 0
@@ -354,7 +413,7 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
             while step < config.steps:
                 if batches is None:
                     examples = [source.sample(rng) for _ in range(config.batch_size)]
-                    batch = make_batch(examples, text_vectors, config, samples, hop, rng)
+                    batch = make_batch(examples, text_vectors, config, samples, hop, rng, embedder)
                     batch = Batch(*(v.to(device) for v in vars(batch).values()))
                 else:
                     batch = next(batches)
@@ -371,7 +430,8 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
                 bar.update()
                 bar.set_postfix({k: f"{v:.3f}" for k, v in averages.items()}, refresh=False)
                 if step % config.log_every == 0:
-                    log.write(json.dumps({"step": step, "time": time.time(), **averages}) + "\n")
+                    cpu = cpu_before + time.process_time() - cpu_start
+                    log.write(json.dumps({"step": step, "time": time.time(), "cpu_s": round(cpu, 1), **averages}) + "\n")
                     log.flush()
                 now = time.monotonic()
                 if rate_start is None:
@@ -385,10 +445,18 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
                         config_path.write_text(json.dumps(asdict(config), indent=1))
                         bar.total = config.steps
                         print(f"\nhorizon: {rate:.2f} steps/s -> --steps {config.steps}", file=sys.stderr)
-                out_of_time = max_seconds is not None and elapsed > max_seconds
+                cpu_used = cpu_before + time.process_time() - cpu_start
+                out_of_time = ((max_seconds is not None and elapsed > max_seconds)
+                               or (max_cpu_seconds is not None and cpu_used > max_cpu_seconds))
+                if config.snapshot_every_cpu_minutes and cpu_used >= next_snapshot:
+                    snapshot = run_dir / "snapshots" / f"cpu{round(cpu_used / 60):05d}min-step{step}.safetensors"
+                    SAVERS[config.arch](model, snapshot, {"arch": config.arch, "task": config.task, "step": step,
+                                                          "cpu_s": round(cpu_used, 1)})
+                    next_snapshot += 60 * config.snapshot_every_cpu_minutes
                 if now - last_save > config.checkpoint_every_s or step == config.steps or out_of_time:
                     save_checkpoint(checkpoint, model, optimizer, step, rng, generator)
                     export(model, run_dir, step, config)
+                    cpu_file.write_text(f"{cpu_used:.1f}")
                     last_save = now
                 if out_of_time:
                     break

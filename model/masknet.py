@@ -1,0 +1,441 @@
+"""Frame-causal mask networks over the STFT: the voice picker, and a candidate for the general separator.
+
+A ratio mask per STFT bin (model/stft.py: 16 kHz, n_fft 512, hop 256), predicted from log-magnitude features of
+the current frame and `lookahead_frames` future ones by causal layers (convolutions over past frames, GRUs), and
+conditioned by FiLM on one prompt vector: the sum of projections of what the prompt gives (a MiniLM sentence
+vector, a GE2E speaker embedding, a learned audio-example encoding) or a learned null vector. Span prompts add
+SAM-style anchor embeddings (<null>/+/-) to the frames. Trained with -SI-SDR of the waveform (model/training).
+
+Two bodies:
+- "fullband": causal conv over frames, then GRU layers across the whole spectrum (one vector per frame);
+- "bandsplit": the spectrum cut into bands (narrow at low frequencies), one vector per band and frame; each layer
+  runs a GRU along time per band (causal, weights shared by the bands) and a bidirectional GRU across the bands
+  of each frame, so the network keeps frequency detail (band-split RNN, as DeepFilterNet's ERB bands do).
+
+Streaming: GRUs and convolutions carry explicit per-stream state (`MaskNetState`), so the streaming output
+equals the offline run up to float rounding, at a fixed delay of (n_fft − hop) + lookahead × hop samples.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_frames, validate_span
+from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
+from samstream.model.stft import (StftStream, active_frames, analysis_frames, clip_spectra, log_magnitude,
+                                  overlap_add, synthesis_frames, with_lookahead)
+
+
+@dataclass
+class MaskNetConfig:
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop: int = 256
+    chunk_frames: int = 2  # frames per streaming step (the engine's hop: 512 samples, 32 ms)
+    lookahead_frames: int = 0
+    body: str = "fullband"  # or "bandsplit"
+    hidden: int = 256  # fullband: GRU width
+    layers: int = 2
+    kernel: int = 3  # fullband: causal convolution over frames at the input
+    band_edges: tuple[int, ...] = ()  # bandsplit: first bin of each band, then the end (); () = `default_bands`
+    band_dim: int = 48
+    cond_dim: int = 128
+    text_dim: int = 384  # all-MiniLM-L6-v2 sentence vectors; 0 = no text prompts
+    speaker_dim: int = 0  # GE2E speaker embeddings (256); 0 = none
+    example: bool = True  # a learned encoder of audio-example prompts ("this sound")
+    anchors: bool = True  # span prompts
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MaskNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ModelLoadError(f"unknown mask-network config keys {unknown}")
+        values = dict(values)
+        if "band_edges" in values:
+            values["band_edges"] = tuple(values["band_edges"])
+        return cls(**values)
+
+    @property
+    def bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.chunk_frames * self.hop
+
+    @property
+    def delay_samples(self) -> int:
+        return (self.n_fft - self.hop) + self.lookahead_frames * self.hop
+
+    def edges(self) -> tuple[int, ...]:
+        return self.band_edges or default_bands(self.bins)
+
+
+def default_bands(bins: int) -> tuple[int, ...]:
+    """Band edges (first bin of each band, then `bins`): 2-bin bands up to 1 kHz, 4 to 2 kHz, 8 to 4 kHz, 16 above
+    (at 16 kHz / 512: 31.25 Hz bins) -> 28 bands."""
+    edges, start = [0], 0
+    for width, stop in ((2, 32), (4, 64), (8, 128), (16, bins)):
+        while start + width <= stop:
+            start += width
+            edges.append(start)
+    if edges[-1] != bins:
+        edges.append(bins)
+    return tuple(edges)
+
+
+class FiLM(nn.Module):
+    def __init__(self, cond_dim: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """h [B, ..., dim], cond [B, cond_dim]."""
+        gamma, beta = self.proj(cond).chunk(2, dim=-1)
+        shape = (cond.shape[0],) + (1,) * (h.dim() - 2) + (h.shape[-1],)
+        return h * (1 + gamma.reshape(shape)) + beta.reshape(shape)
+
+
+class ExampleEncoder(nn.Module):
+    """An example clip's log-magnitude frames -> one vector: frame MLP, mean+std pooling over active frames."""
+
+    def __init__(self, bins: int, dim: int):
+        super().__init__()
+        self.frame = nn.Sequential(nn.Linear(bins, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
+        self.out = nn.Linear(2 * dim, dim)
+
+    def forward(self, spectra: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        h = self.frame(log_magnitude(spectra))
+        w = active_frames(spectra, valid).float().unsqueeze(-1)
+        total = w.sum(1).clamp_min(1.0)
+        mean = (h * w).sum(1) / total
+        std = ((h - mean[:, None]).pow(2) * w).sum(1).div(total).add(1e-5).sqrt()
+        return self.out(torch.cat([mean, std], dim=-1))
+
+
+@dataclass
+class Conditioning:
+    """What a prompt gives, batched: rows without a part have valid=False there."""
+
+    text: torch.Tensor | None = None  # [B, text_dim]
+    text_valid: torch.Tensor | None = None  # [B] bool
+    speaker: torch.Tensor | None = None  # [B, speaker_dim]
+    speaker_valid: torch.Tensor | None = None
+    example: torch.Tensor | None = None  # [B, S] clips at the model rate (zero padded)
+    example_lengths: torch.Tensor | None = None  # [B]
+    example_valid: torch.Tensor | None = None
+
+
+class FullbandBody(nn.Module):
+    def __init__(self, c: MaskNetConfig):
+        super().__init__()
+        self.kernel = c.kernel
+        self.conv = nn.Conv1d(c.bins * (1 + c.lookahead_frames), c.hidden, c.kernel)
+        self.grus = nn.ModuleList(nn.GRU(c.hidden, c.hidden, batch_first=True) for _ in range(c.layers))
+        self.films = nn.ModuleList(FiLM(c.cond_dim, c.hidden) for _ in range(c.layers + 1))
+        self.anchor_proj = nn.Linear(c.cond_dim, c.hidden, bias=False)
+        self.out = nn.Linear(c.hidden, c.bins)
+
+    def forward(self, features, anchors, cond, state=None):
+        """features [B,T,F] (with look-ahead), anchors [B,T,cond_dim] -> mask [B,T,bins], new state."""
+        history = state["conv"] if state is not None else features.new_zeros(features.shape[0], self.kernel - 1,
+                                                                             features.shape[-1])
+        joined = torch.cat([history, features], dim=1)
+        h = self.conv(joined.transpose(1, 2)).transpose(1, 2)
+        h = self.films[0](F.silu(h) + self.anchor_proj(anchors), cond)
+        hiddens = []
+        for index, (gru, film) in enumerate(zip(self.grus, self.films[1:])):
+            h0 = state["gru"][index] if state is not None else None
+            y, hn = gru(h, h0)
+            h = film(h + y, cond)
+            hiddens.append(hn)
+        new_state = {"conv": joined[:, joined.shape[1] - (self.kernel - 1):], "gru": hiddens}
+        return torch.sigmoid(self.out(h)), new_state
+
+
+class BandsplitBody(nn.Module):
+    def __init__(self, c: MaskNetConfig):
+        super().__init__()
+        edges = c.edges()
+        self.widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+        self.edges = edges
+        dim, lookahead = c.band_dim, c.lookahead_frames
+        self.inputs = nn.ModuleList(nn.Linear(w * (1 + lookahead), dim) for w in self.widths)
+        self.band_embedding = nn.Parameter(torch.randn(len(self.widths), dim) * 0.02)
+        self.anchor_proj = nn.Linear(c.cond_dim, dim, bias=False)
+        self.time_grus = nn.ModuleList(nn.GRU(dim, dim, batch_first=True) for _ in range(c.layers))
+        self.band_grus = nn.ModuleList(nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+                                       for _ in range(c.layers))
+        self.time_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(c.layers))
+        self.band_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(c.layers))
+        self.films = nn.ModuleList(FiLM(c.cond_dim, dim) for _ in range(c.layers + 1))
+        self.outputs = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, w))
+                                     for w in self.widths)
+        self.lookahead = lookahead
+        self.bins = c.bins
+
+    def forward(self, features, anchors, cond, state=None):
+        batch, frames, _ = features.shape
+        parts = features.reshape(batch, frames, 1 + self.lookahead, self.bins)
+        bands = [proj(parts[..., a:b].reshape(batch, frames, -1))
+                 for proj, a, b in zip(self.inputs, self.edges[:-1], self.edges[1:])]
+        h = torch.stack(bands, dim=2) + self.band_embedding + self.anchor_proj(anchors)[:, :, None]  # [B,T,K,D]
+        h = self.films[0](h, cond)
+        count = h.shape[2]
+        hiddens = []
+        for index in range(len(self.time_grus)):
+            along_time = h.permute(0, 2, 1, 3).reshape(batch * count, frames, -1)
+            h0 = state["gru"][index] if state is not None else None
+            y, hn = self.time_grus[index](self.time_norms[index](along_time), h0)
+            hiddens.append(hn)
+            h = h + y.reshape(batch, count, frames, -1).permute(0, 2, 1, 3)
+            across = h.reshape(batch * frames, count, -1)
+            y, _ = self.band_grus[index](self.band_norms[index](across))
+            h = self.films[index + 1](h + y.reshape(batch, frames, count, -1), cond)
+        masks = [out(h[:, :, k]) for k, out in enumerate(self.outputs)]
+        return torch.sigmoid(torch.cat(masks, dim=-1)), {"gru": hiddens}
+
+
+class MaskNet(nn.Module):
+    def __init__(self, config: MaskNetConfig):
+        super().__init__()
+        self.config = c = config
+        self.null = nn.Parameter(torch.randn(c.cond_dim) * 0.02)
+        self.text_proj = nn.Linear(c.text_dim, c.cond_dim) if c.text_dim else None
+        self.speaker_proj = nn.Linear(c.speaker_dim, c.cond_dim) if c.speaker_dim else None
+        self.example_encoder = ExampleEncoder(c.bins, c.cond_dim) if c.example else None
+        self.anchor_embed = nn.Embedding(4, c.cond_dim, padding_idx=PAD) if c.anchors else None
+        if c.body == "fullband":
+            self.body = FullbandBody(c)
+        elif c.body == "bandsplit":
+            self.body = BandsplitBody(c)
+        else:
+            raise ModelLoadError(f"unknown mask-network body {c.body!r} (fullband or bandsplit)")
+
+    def condition(self, cond: Conditioning, batch: int) -> torch.Tensor:
+        """The prompt vector [B, cond_dim]: null + every valid part's projection."""
+        out = self.null.expand(batch, -1)
+        parts = ((self.text_proj, cond.text, cond.text_valid), (self.speaker_proj, cond.speaker, cond.speaker_valid))
+        for proj, value, valid in parts:
+            if proj is not None and value is not None:
+                out = out + proj(value) * _rows(valid, value)
+        if self.example_encoder is not None and cond.example is not None:
+            spectra = clip_spectra(cond.example, self.config)
+            lengths = cond.example_lengths
+            valid = (torch.arange(spectra.shape[1], device=spectra.device)[None] * self.config.hop
+                     < lengths[:, None].to(spectra.device))
+            out = out + self.example_encoder(spectra, valid) * _rows(cond.example_valid, spectra)
+        return out
+
+    def anchor_vectors(self, anchors: torch.Tensor) -> torch.Tensor:
+        if self.anchor_embed is None:
+            return anchors.new_zeros(*anchors.shape, self.config.cond_dim, dtype=torch.float32)
+        return self.anchor_embed(anchors)
+
+    def mask(self, spectra: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor, state=None):
+        """spectra [B, T + lookahead, bins] complex, anchors [B,T], prompt [B,cond_dim] -> mask [B,T,bins], state."""
+        features = with_lookahead(log_magnitude(spectra), self.config.lookahead_frames)
+        return self.body(features, self.anchor_vectors(anchors), prompt, state)
+
+    def separate_waveform(self, wav: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Training / offline form: [B,S] mixtures, anchors [B,T] (T = S // hop frames), prompt [B,cond_dim] ->
+        [B,S] target estimates, aligned with the input."""
+        c = self.config
+        count, samples = wav.shape
+        overlap = c.n_fft - c.hop
+        frames = -(-(samples + overlap) // c.hop)
+        padded = F.pad(wav, (overlap, (frames + c.lookahead_frames - 1) * c.hop + c.n_fft - overlap - samples))
+        spectra = analysis_frames(padded, c.n_fft, c.hop)
+        if anchors.shape[1] < frames:
+            anchors = F.pad(anchors, (0, frames - anchors.shape[1]), value=NULL)
+        mask, _ = self.mask(spectra, anchors[:, :frames], prompt)
+        out = overlap_add(synthesis_frames(spectra[:, :frames] * mask, c.n_fft), c.hop)
+        return out[:, overlap : overlap + samples]
+
+
+def _rows(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if valid is None:
+        return like.new_ones(like.shape[0], 1)
+    return valid.to(like.device, like.dtype if like.is_floating_point() else torch.float32)[:, None]
+
+
+# -- separator: offline and streaming -----------------------------------------------------------------------------
+@dataclass
+class MaskNetState:
+    """One stream (explicit, moshi-style)."""
+
+    prompt: torch.Tensor  # [1, cond_dim]
+    anchors: list[tuple[int, range]]
+    stft: StftStream
+    network: dict | None = None  # the body's recurrent / convolution state, batch of 1
+    next_frame: int = 0
+    mixture_delay: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+class MaskNetSeparator:
+    """Offline and chunk-step streaming API of a `MaskNet` (the same shape as `EmbeddedSeparator`'s)."""
+
+    def __init__(self, model: MaskNet, text_vectors=None):
+        self.model = model.eval()
+        self.config = model.config
+        self.sample_rate = self.config.sample_rate
+        self.chunk_samples = self.config.chunk_samples
+        self.delay_samples = self.config.delay_samples
+        self._text_vectors = text_vectors  # callable list[str] -> [N, text_dim]; MiniLM by default
+
+    def text_vectors(self, prompts: Sequence[str]) -> torch.Tensor:
+        if self._text_vectors is None:
+            from samstream.model.text import MiniLMTextEncoder, PromptCache
+
+            cache = PromptCache(MiniLMTextEncoder())
+            self._text_vectors = lambda texts: cache.get(list(texts))[0][:, 0]
+        return self._text_vectors(list(prompts))
+
+    @torch.inference_mode()
+    def prompt_vector(self, prompt: str | None = None, example=None, speaker: np.ndarray | None = None) -> torch.Tensor:
+        """[1, cond_dim]. `example` is a clip at the model rate; `speaker` a speaker embedding."""
+        c = self.config
+        cond = Conditioning()
+        if prompt is not None and c.text_dim:
+            cond.text, cond.text_valid = self.text_vectors([prompt]), torch.ones(1, dtype=torch.bool)
+        if speaker is not None:
+            if not c.speaker_dim:
+                raise PromptError("this mask network takes no speaker embedding")
+            cond.speaker = torch.as_tensor(np.asarray(speaker, np.float32))[None]
+            cond.speaker_valid = torch.ones(1, dtype=torch.bool)
+        if example is not None and c.example:
+            clip = torch.as_tensor(np.asarray(example, np.float32))[None]
+            cond.example, cond.example_lengths = clip, torch.tensor([clip.shape[1]])
+            cond.example_valid = torch.ones(1, dtype=torch.bool)
+        return self.model.condition(cond, 1)
+
+    def anchor_list(self, spans: Sequence[Span]) -> list[tuple[int, range]]:
+        if spans and not self.config.anchors:
+            raise PromptError("this mask network takes no span prompts")
+        ids = {"+": POSITIVE, "-": NEGATIVE}
+        return [(ids[token], span_frames(start, end, self.sample_rate, self.config.hop))
+                for token, start, end in map(validate_span, spans)]
+
+    @staticmethod
+    def anchor_ids(anchors: list[tuple[int, range]], first: int, count: int) -> torch.Tensor:
+        ids = torch.full((count,), NULL, dtype=torch.long)
+        for token, frames in anchors:
+            lo, hi = max(frames.start, first), min(frames.stop, first + count)
+            if lo < hi:
+                ids[lo - first : hi - first] = token
+        return ids
+
+    # -- offline --------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def separate_model_rate(self, wav: np.ndarray, prompt: torch.Tensor, spans: Sequence[Span] = ()) -> np.ndarray:
+        """Target [S] for a model-rate mono waveform [S], with a prompt vector from `prompt_vector`."""
+        wav = torch.as_tensor(np.asarray(wav, np.float32))
+        frames = -(-(len(wav) + self.config.n_fft - self.config.hop) // self.config.hop)
+        anchors = self.anchor_ids(self.anchor_list(spans), 0, frames)[None]
+        return self.model.separate_waveform(wav[None], anchors, prompt)[0].numpy()
+
+    # -- streaming ------------------------------------------------------------------------------------------
+    def init_stream(self, prompt: torch.Tensor, spans: Sequence[Span] = ()) -> MaskNetState:
+        c = self.config
+        return MaskNetState(prompt=prompt, anchors=self.anchor_list(spans),
+                            stft=StftStream(c.n_fft, c.hop, c.lookahead_frames),
+                            mixture_delay=np.zeros(self.delay_samples, np.float32))
+
+    @torch.inference_mode()
+    def stream_step(self, states: list[MaskNetState], chunk: np.ndarray) -> np.ndarray:
+        """[N, chunk_samples] -> [N, 2, chunk_samples] (target, residual), delayed by `delay_samples`."""
+        c = self.config
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.shape != (len(states), self.chunk_samples):
+            raise AudioInputError(f"stream_step needs a chunk of shape [{len(states)}, {self.chunk_samples}], "
+                                  f"got {tuple(chunk.shape)}")
+        StftStream.analyse(states[0].stft, torch.from_numpy(chunk), [s.stft for s in states])
+        ready = [i for i, s in enumerate(states) if s.stft.ready() >= c.chunk_frames]
+        targets = np.zeros((len(states), self.chunk_samples), np.float32)
+        if ready:
+            group = [states[i] for i in ready]
+            spectra = torch.stack([s.stft.take(c.chunk_frames) for s in group])
+            anchors = torch.stack([self.anchor_ids(s.anchors, s.next_frame, c.chunk_frames) for s in group])
+            prompt = torch.cat([s.prompt for s in group])
+            mask, network = self.model.mask(spectra, anchors, prompt, _batch_states([s.network for s in group]))
+            for row, state in enumerate(group):
+                state.network = _row_state(network, row, len(group))
+                state.next_frame += c.chunk_frames
+                targets[ready[row]] = state.stft.synthesise(spectra[row, : c.chunk_frames] * mask[row]).numpy()
+        for i, state in enumerate(states):
+            if i not in ready:
+                targets[i] = state.stft.idle(self.chunk_samples).numpy()
+        out = np.empty((len(states), 2, self.chunk_samples), np.float32)
+        for i, state in enumerate(states):
+            delayed = np.concatenate([state.mixture_delay, chunk[i]])
+            state.mixture_delay = delayed[self.chunk_samples:]
+            out[i, 0] = targets[i]
+            out[i, 1] = delayed[: self.chunk_samples] - targets[i]
+        return out
+
+
+def _batch_states(states: list[dict | None]) -> dict | None:
+    """Per-stream body states (None = fresh, i.e. zeros) -> one batched state. GRU hiddens are [1, k, dim] per
+    stream (k = 1 fullband, k = bands bandsplit) and batch along dim 1; the conv history along dim 0."""
+    if all(s is None for s in states):
+        return None
+    template = next(s for s in states if s is not None)
+    filled = [s if s is not None else {key: ([torch.zeros_like(h) for h in value] if key == "gru"
+                                             else torch.zeros_like(value)) for key, value in template.items()}
+              for s in states]
+    batched = {"gru": [torch.cat([s["gru"][i] for s in filled], dim=1) for i in range(len(template["gru"]))]}
+    if "conv" in template:
+        batched["conv"] = torch.cat([s["conv"] for s in filled], dim=0)
+    return batched
+
+
+def _row_state(state: dict, row: int, batch: int) -> dict:
+    """Stream `row`'s slice of a batched body state."""
+    out = {"gru": [h[:, row * (h.shape[1] // batch) : (row + 1) * (h.shape[1] // batch)].clone() for h in state["gru"]]}
+    if "conv" in state:
+        out["conv"] = state["conv"][row : row + 1].clone()
+    return out
+
+
+# -- weights ------------------------------------------------------------------------------------------------------
+def save_masknet(model: MaskNet, path: str | Path, metadata: dict | None = None) -> None:
+    """Weights as safetensors + `<stem>.json` (arch, config, metadata) beside them."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    info = {"arch": "masknet", **(metadata or {}), "config": asdict(model.config)}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+
+
+def load_masknet(path: str | Path) -> MaskNet:
+    path = Path(path)
+    config_path = path.with_suffix(".json")
+    if not path.is_file() or not config_path.is_file():
+        raise ModelLoadError(f"mask-network weights {path} (with its config {config_path.name}) not found")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        config = MaskNetConfig.from_dict(json.loads(config_path.read_text())["config"])
+        state = load_file(str(path))
+    except (SafetensorError, json.JSONDecodeError, KeyError, OSError) as error:
+        raise ModelLoadError(f"cannot read the mask network {path}: {error}") from None
+    model = MaskNet(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelLoadError(f"{path} does not fit its config: {error}") from None
+    return model.eval()
