@@ -5,16 +5,23 @@ engine's offline references use; `SAMAudioSeparator` implements them for officia
 checkpoints, reproducing the reference `SAMAudio.separate()` (parity-tested) and adding what users need:
 mono downmix, resampling to the model rate and back, output of the input's exact length, batching,
 span prompts in seconds, visual-mask prompts (`MaskedVideo`, model/video.py), a choice of ODE solver and
-step count, and progress.
+step count, and progress. With side models (model/components.py, loaded on first use):
+- `predict_spans=True`: PE-A-Frame turns the text prompt into "+" anchors on the mixture latents, exactly
+  as the official pipeline with the upstream fix of PR #100 (the January 2026 release computed them and
+  then ignored them); spans the user gives take precedence, as upstream;
+- `candidates=K`: K separations from different noise, the best by the SAM Audio Judge's overall score,
+  as the official release reranks text prompts (the Judge is its text ranker; CLAP and the ensemble
+  weights are not implemented). K times the DiT and decoder cost, plus one Judge pass over K pairs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from samstream.model.anchors import Span, anchor_tokens
 from samstream.model.audio import check_sample_rate, resample, to_mono
@@ -24,6 +31,11 @@ from samstream.model.sampling import SolverConfig, solve
 from samstream.model.text import PromptCache, TextEncoder
 from samstream.model.video import MaskedVideo
 
+if TYPE_CHECKING:
+    from samstream.model.components import SideModels
+
+NO_SIDE_MODELS = ("{what} needs the {component}, and no side models were configured for this separator; "
+                  "load it with side models (e.g. the command line's {flag} DIR)")
 NO_VISION_ENCODER = (
     "this SAM Audio model has no vision encoder: its checkpoint holds no vision_encoder.model.* (PE-Core) "
     "tensors, so visual-mask prompts cannot be used. Use a checkpoint that includes them (the official "
@@ -36,6 +48,8 @@ class Separation:
     target: np.ndarray  # [samples] float32 at `sample_rate`
     residual: np.ndarray
     sample_rate: int
+    predicted_spans: list[Span] | None = None  # the "+" anchors the span predictor made (predict_spans)
+    candidate_scores: list[float] | None = None  # the Judge's overall score of each candidate (candidates > 1)
 
 
 class Separator(Protocol):
@@ -65,9 +79,12 @@ class SAMAudioSeparator:
         text_encoder: TextEncoder | None = None,
         solver: SolverConfig = SolverConfig(),
         missing_text_encoder: str | None = None,
+        side_models: "SideModels | None" = None,
     ):
-        """`missing_text_encoder` is the message to give when a text prompt arrives without an encoder."""
+        """`missing_text_encoder` is the message to give when a text prompt arrives without an encoder;
+        `side_models` supplies the span predictor and the Judge when a call asks for them."""
         self.model = model
+        self.side_models = side_models
         self.prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self.solver = solver
         self.missing_text_encoder = missing_text_encoder or (
@@ -192,24 +209,81 @@ class SAMAudioSeparator:
         wav = self.model.audio_codec.decode(latents.to(self.model.proj.weight.dtype), message=message)
         return wav.float().view(batch, 2, -1)
 
+    # -- span prediction and reranking -------------------------------------------------------------------
+    def side_model(self, component: str, what: str):
+        from samstream.model.components import JUDGE, SPAN_PREDICTOR
+
+        kind = {"span predictor": SPAN_PREDICTOR, "judge": JUDGE}[component]
+        if self.side_models is None:
+            raise PromptError(NO_SIDE_MODELS.format(what=what, component=kind.name, flag=kind.flag))
+        return self.side_models.span_predictor() if component == "span predictor" else self.side_models.judge()
+
+    @torch.inference_mode()
+    def predict_spans(self, inputs: SamplingInputs, prompts: Sequence[str | None], lengths: Sequence[int]
+                      ) -> tuple[SamplingInputs, list[list[Span]]]:
+        """PE-A-Frame on the mixture latents and the prompt -> the inputs with "+" anchors in place of <null>,
+        and the anchors. The official processor's conversion is kept: float32 seconds -> ceil(t*sr/hop) frames."""
+        if any(not p for p in prompts):
+            raise PromptError("span prediction (--predict-spans) needs a text prompt for every clip")
+        predictor = self.side_model("span predictor", "span prediction (--predict-spans)")
+        if abs(predictor.seconds_per_frame - self.hop / self.sample_rate) > 1e-9:
+            raise PromptError(f"the span predictor works at {1 / predictor.seconds_per_frame:g} frames/s but this "
+                              f"SAM Audio model at {self.sample_rate / self.hop:g}: they do not belong together")
+        frames = [-(-n // self.hop) for n in lengths]
+        official = max(frames)  # the reference's frame count (a test codec may have padded further)
+        channels = self.model.config.latent_channels
+        latents = inputs.audio_features[:, :official, :channels]
+        anchors = predictor.predict(latents, inputs.pad_mask[:, :official], list(prompts)).anchor_spans()
+        total = inputs.audio_features.shape[1]
+        tokens = anchor_tokens(anchors, frames, total, self.sample_rate, self.hop)
+        return replace(inputs, anchor_ids=tokens.ids, anchor_alignment=tokens.alignment), anchors
+
+    @torch.inference_mode()
+    def rerank(self, wav: torch.Tensor, mixtures: Sequence[torch.Tensor], prompts: Sequence[str], candidates: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav [B*K,2,S] (rows b0c0, b0c1, ...) -> the best candidate's [B,2,S] by the Judge's overall score, and all
+        scores [B,K]. As upstream: each candidate target is cut to its clip's whole latent frames, each mixture is
+        the zero-padded batch input cut likewise, and all B*K pairs are scored in one Judge batch."""
+        judge = self.side_model("judge", "reranking (--candidates)")
+        width = max(m.shape[-1] for m in mixtures)
+        pairs_mix, pairs_target = [], []
+        for index, mixture in enumerate(mixtures):
+            size = -(-mixture.shape[-1] // self.hop) * self.hop
+            cut = F.pad(mixture, (0, min(size, width) - mixture.shape[-1]))
+            for k in range(candidates):
+                pairs_mix.append(resample(cut, self.sample_rate, judge.sample_rate))
+                pairs_target.append(resample(wav[index * candidates + k, 0, :size], self.sample_rate, judge.sample_rate))
+        texts = [p for p in prompts for _ in range(candidates)]
+        scores = judge.score_tensor(pairs_mix, pairs_target, texts)[:, 0].view(len(mixtures), candidates)
+        best = scores.argmax(1)
+        return wav.view(len(mixtures), candidates, *wav.shape[1:])[torch.arange(len(mixtures)), best], scores
+
     # -- the user-facing API ---------------------------------------------------------------------------
     def separate(self, audio, sample_rate: int, prompt: str | None = None, spans: Sequence[Span] = (),
                  noise: torch.Tensor | None = None, solver: SolverConfig | None = None, seed: int = 0,
-                 progress: bool = False, masked_video: MaskedVideo | np.ndarray | torch.Tensor | None = None
-                 ) -> Separation:
+                 progress: bool = False, masked_video: MaskedVideo | np.ndarray | torch.Tensor | None = None,
+                 predict_spans: bool = False, candidates: int = 1) -> Separation:
         """`masked_video`: a visual prompt (`MaskedVideo(frames, mask)`; a bare uint8 [T,H,W,3] array is taken as
-        frames already masked, spread evenly over the audio). Needs a checkpoint with the PE-Core vision tower."""
+        frames already masked, spread evenly over the audio). Needs a checkpoint with the PE-Core vision tower.
+        `predict_spans`, `candidates`: see the module docstring (they need `side_models`)."""
         return self.separate_batch([audio], sample_rate, [prompt], [spans], noise=noise, solver=solver,
-                                   seed=seed, progress=progress, masked_videos=[masked_video])[0]
+                                   seed=seed, progress=progress, masked_videos=[masked_video],
+                                   predict_spans=predict_spans, candidates=candidates)[0]
 
     def separate_batch(self, audios: Sequence, sample_rate: int, prompts: Sequence[str | None],
                        spans: Sequence[Sequence[Span]] | None = None, noise: torch.Tensor | None = None,
                        solver: SolverConfig | None = None, seed: int = 0, progress: bool = False,
-                       masked_videos: Sequence[MaskedVideo | np.ndarray | torch.Tensor | None] | None = None
-                       ) -> list[Separation]:
+                       masked_videos: Sequence[MaskedVideo | np.ndarray | torch.Tensor | None] | None = None,
+                       predict_spans: bool = False, candidates: int = 1) -> list[Separation]:
         """Separate several clips at once (padded to the longest); each result has its input's length and rate.
-        `masked_videos`: one visual prompt or None per clip (clips without one get the no-video features)."""
+        `masked_videos`: one visual prompt or None per clip (clips without one get the no-video features).
+        `noise`, when given, has one row per clip and candidate ([B*K,T,2C], rows b0c0, b0c1, ...)."""
         sample_rate = check_sample_rate(sample_rate)
+        if candidates < 1:
+            raise PromptError(f"candidates must be at least 1, got {candidates}")
+        if candidates > 1 and any(not p for p in prompts):
+            raise PromptError("reranking (--candidates) scores the separations against the text prompt; give one "
+                              "for every clip")
         if len(prompts) != len(audios):
             raise PromptError(f"{len(audios)} audio clips but {len(prompts)} prompts")
         if masked_videos is not None:
@@ -229,15 +303,26 @@ class SAMAudioSeparator:
         if spans is not None and not any(spans):
             spans = None  # no spans anywhere: the reference's no-anchor batch
         inputs = self.prepare(model_rate, prompts, spans, masked_videos, progress=progress)
+        predicted = None
+        if predict_spans and spans is None:  # spans the user gave win, as upstream
+            inputs, predicted = self.predict_spans(inputs, prompts, [w.shape[-1] for w in model_rate])
+        if candidates > 1:
+            self.side_model("judge", "reranking (--candidates)")  # fail before sampling, not after
+            inputs = SamplingInputs(*(None if value is None else value.repeat_interleave(candidates, 0)
+                                      for value in (getattr(inputs, f.name) for f in fields(SamplingInputs))))
         generator = torch.Generator().manual_seed(seed)
         state = self.sample(inputs, noise=noise, solver=solver, generator=generator, progress=progress)
         wav = self.decode(state)
+        scores = None
+        if candidates > 1:
+            wav, scores = self.rerank(wav, model_rate, prompts, candidates)
         results = []
         for i, original in enumerate(mono):
             n_model = model_rate[i].shape[-1]
             target, residual = (resample(wav[i, j, :n_model], self.sample_rate, sample_rate) for j in range(2))
             results.append(Separation(fit_length(target, original.shape[-1]), fit_length(residual, original.shape[-1]),
-                                      sample_rate))
+                                      sample_rate, predicted[i] if predicted is not None else None,
+                                      scores[i].tolist() if scores is not None else None))
         return results
 
 

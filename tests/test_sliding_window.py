@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from samstream.model.errors import PromptError
 from samstream.model.separator import SAMAudioSeparator
@@ -137,3 +138,64 @@ def test_visual_prompt_errors(processor, vision_processor):
         Prompt(visual_mask=np.ones(5, bool))
     assert Prompt(visual_mask=object_mask()) == Prompt(visual_mask=object_mask().astype(np.uint8))
     assert Prompt(visual_mask=object_mask()) != Prompt(visual_mask=~object_mask())
+
+
+# -- predicted spans (PE-A-Frame per window, with hysteresis) ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def span_processor(parity_dir, tmp_path_factory):
+    """The parity model with a tiny T5 and the extras' PE-A-Frame (same codec geometry: 16 channels, 25 frames/s)."""
+    from fixtures.side_models import sam_directory_with_side_models
+    from samstream.model.components import SideModels
+    from samstream.model.registry import load_separator
+
+    directory = sam_directory_with_side_models(parity_dir, tmp_path_factory.mktemp("sam"), judge=False)
+    separator = load_separator(str(directory), progress=False)
+    return SlidingWindowProcessor(separator, CONFIG, span_predictor=SideModels(directory).span_predictor())
+
+
+def test_streaming_with_predicted_spans_equals_windowed_reference(span_processor, one_torch_thread):
+    audio = mixture(4.0, 5)
+    prompt = Prompt(text="music")
+    state = span_processor.init_state(prompt)
+    decisions = []
+    original = span_processor.predict_window_spans
+
+    def recording(states, firsts, latents):
+        out = original(states, firsts, latents)
+        decisions.append((firsts[0], out[0].clone()))
+        return out
+
+    span_processor.predict_window_spans = recording
+    try:
+        streamed = stream(span_processor, [state], [audio])[0]
+    finally:
+        del span_processor.predict_window_spans
+    reference = windowed_reference(span_processor, audio, prompt)
+    assert snr_db(reference, streamed) >= 80
+    # The spans are real: some frames are "+" and some are not, and they reach the DiT.
+    on = torch.cat([d for _, d in decisions])
+    assert on.any() and not on.all()
+    plain = SlidingWindowProcessor(span_processor.separator, CONFIG)
+    assert snr_db(reference, windowed_reference(plain, audio, prompt)) < 40
+    assert span_processor.span_windows >= len(decisions) and span_processor.span_seconds > 0
+
+
+def test_span_hysteresis_keeps_frames_from_flickering():
+    from samstream.stream.regimes.sliding_window import PredictedSpans
+
+    spans = PredictedSpans(on_threshold=0.3, off_threshold=0.2)
+    first = spans.update(0, torch.tensor([0.5, 0.31, 0.1, 0.29]))
+    assert first.tolist() == [True, True, False, False]  # new frames: the official rule, p > 0.3
+    # One frame later: frames 1..3 are known. 0.25 keeps frame 1 on, 0.29 does not turn frame 3 on.
+    second = spans.update(1, torch.tensor([0.25, 0.35, 0.29, 0.9]))
+    assert second.tolist() == [True, True, False, True]
+    # Frame 2 drops below 0.2: off; frame 3 rises above 0.3: on; frame 4 holds at exactly the off threshold.
+    third = spans.update(2, torch.tensor([0.19, 0.35, 0.2]))
+    assert third.tolist() == [False, True, True]
+
+
+def test_spans_of_the_prompt_win_over_prediction(span_processor):
+    assert span_processor.predicts_spans(Prompt(text="music"))
+    assert not span_processor.predicts_spans(Prompt(text="music", spans=(("+", 0.1, 0.5),)))
+    assert not span_processor.predicts_spans(Prompt(spans=(("+", 0.1, 0.5),)))

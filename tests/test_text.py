@@ -7,30 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures.side_models import write_tiny_t5
 from samstream.model.errors import PromptError
 from samstream.model.registry import load_separator
 from samstream.model.text import PromptCache, T5TextEncoder, find_t5_encoder
 
-WORDS = ["dog", "barking", "man", "speaking", "a", "the", "piano", "siren"]
-
-
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    directory = tmp_path_factory.mktemp("t5-small-random")
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(directory)
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    T5EncoderModel(config).save_pretrained(directory)
-    return directory
+    return write_tiny_t5(tmp_path_factory.mktemp("t5-small-random"))
 
 
 def test_t5_encoder_pads_to_longest_and_appends_eos(t5_dir):

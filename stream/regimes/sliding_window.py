@@ -30,6 +30,15 @@ later than the audio hop that finalises the latent frames around its time; a lag
 the latest frame it has (or to the no-video term before the first frame). A mask change applies to latent
 frames finalised after it; older frames of the window keep their conditioning until they slide out.
 
+Predicted spans (a `SpanPredictor`, PE-A-Frame, given to the processor): for a text prompt without spans of its
+own, the predictor runs once per window on the window's cached latents (the text embedding is cached per
+prompt), batched across the streams of a step. A frame's "+" anchor follows a per-stream hysteresis over
+the windows that contain it: it turns on when its probability exceeds the official threshold (0.3) and
+off only when it falls below threshold - `span_hysteresis`, so frames near the threshold do not flicker
+from window to window as the context shifts. Frames are used directly as anchor frames; the offline
+path's float32-seconds round trip (which shifts some boundaries by a frame, the official behaviour) has
+no meaning in a stream and is not reproduced.
+
 `windowed_reference` runs the same windows over a whole-file encoding: the streaming output equals it
 (tests/test_sliding_window.py). How far both lie from one whole-file separation is measured by
 `samstream bench window` (docs/streaming.md).
@@ -38,6 +47,7 @@ frames finalised after it; older frames of the window keep their conditioning un
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -48,6 +58,7 @@ from samstream.model.anchors import NEGATIVE, NULL, POSITIVE, span_frames
 from samstream.model.errors import PromptError
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.separator import SAMAudioSeparator
+from samstream.model.span_predictor import SpanPredictor
 from samstream.model.video import MaskedVideo, apply_mask
 from samstream.stream.crossfade import Crossfader
 from samstream.stream.processor import Prompt
@@ -78,6 +89,7 @@ class WindowConfig:
     steps: int = 16
     method: str = "midpoint"
     seed: int = 0
+    span_hysteresis: float = 0.1  # predicted spans: a "+" frame turns off below threshold - this
 
     def __post_init__(self):
         if not 0 < self.hop_frames <= self.window_frames - self.lookahead_frames:
@@ -105,13 +117,45 @@ class StreamState:
     tail: np.ndarray | None = None  # [2, crossfade samples] previous window's decoding past its hop
     video: list[VideoFrame] = field(default_factory=list)  # frames not yet behind every final latent frame
     video_pushed_until: float = -math.inf  # time of the last pushed frame
+    predicted: "PredictedSpans | None" = None  # predicted-span decisions of the frames in the window
+
+
+@dataclass
+class PredictedSpans:
+    """Per-frame "+" decisions of one stream's predicted spans, with hysteresis across windows."""
+
+    on_threshold: float
+    off_threshold: float
+    first: int = 0  # absolute frame of decisions[0]
+    decisions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+    def update(self, first: int, probabilities: torch.Tensor) -> torch.Tensor:
+        """A window's probabilities of absolute frames [first, first + T) -> its bool "+" frames. A frame seen
+        for the first time follows the official rule (p > threshold); a known one keeps its state unless p
+        crosses the other threshold."""
+        known = self.decisions[first - self.first:] if first >= self.first else self.decisions[:0]
+        known = known[: probabilities.shape[0]]
+        on = probabilities > self.on_threshold
+        stays_on = known & (probabilities[: known.shape[0]] >= self.off_threshold)
+        on[: known.shape[0]] = stays_on | on[: known.shape[0]]
+        self.first, self.decisions = first, on
+        return on
 
 
 class SlidingWindowProcessor:
     """ChunkProcessor for SAM Audio checkpoints (model-rate hops of `hop_frames` codec frames)."""
 
-    def __init__(self, separator: SAMAudioSeparator, config: WindowConfig = WindowConfig()):
+    def __init__(self, separator: SAMAudioSeparator, config: WindowConfig = WindowConfig(),
+                 span_predictor: SpanPredictor | None = None):
+        """`span_predictor`: predict "+" spans for text prompts that carry no spans (PE-A-Frame)."""
         self.separator = separator
+        self.span_predictor = span_predictor
+        if span_predictor is not None:
+            frame_seconds = separator.hop / separator.sample_rate
+            if abs(span_predictor.seconds_per_frame - frame_seconds) > 1e-9:
+                raise PromptError("the span predictor and the SAM Audio model have different frame rates")
+        self.span_seconds = 0.0  # time spent predicting spans, and in how many windows (the cost per window)
+        self.span_windows = 0
         self.model = separator.model
         self.config = config
         codec = self.model.audio_codec
@@ -147,6 +191,8 @@ class SlidingWindowProcessor:
 
     def set_prompt(self, state: StreamState, prompt: Prompt) -> None:
         self._prompt_features(prompt)
+        if prompt.text != state.prompt.text or prompt.spans:
+            state.predicted = None  # decisions belong to the text they were predicted for
         if prompt.visual_mask is not None:
             self.separator.require_vision()
             if state.video and tuple(state.video[-1].image.shape[:2]) != prompt.visual_mask.shape:
@@ -271,19 +317,48 @@ class SlidingWindowProcessor:
 
     # -- one batch of equally long windows --------------------------------------------------------------------
     def _separate_windows(self, group: list[StreamState], steps: int) -> torch.Tensor:
-        windows = []
+        windows, latents = [], []
         for state in group:
             first, end = self._window_frames(state)
             local = slice(first - state.frames_start, end - state.frames_start)
             windows.append((first, end, state.base[local], state.prompt))
-        return self.separate_windows(windows, steps)
+            latents.append(state.z[local])
+        predicted = self.predict_window_spans(group, [w[0] for w in windows], latents)
+        return self.separate_windows(windows, steps, predicted)
 
-    def separate_windows(self, windows: list[tuple[int, int, torch.Tensor, Prompt]], steps: int) -> torch.Tensor:
-        """Sample equally long windows: (first frame, end frame, base conditioning [T,D], prompt) each -> [B,T,2C]."""
+    def predicts_spans(self, prompt: Prompt) -> bool:
+        return self.span_predictor is not None and prompt.text is not None and not prompt.spans
+
+    def predict_window_spans(self, states: list[StreamState], firsts: list[int], latents: list[torch.Tensor]
+                             ) -> list[torch.Tensor | None]:
+        """Predicted "+" frames of equally long windows (None for streams whose prompt does not ask for them): one
+        batched span-predictor pass, then each stream's hysteresis."""
+        asking = [i for i, state in enumerate(states) if self.predicts_spans(state.prompt)]
+        out: list[torch.Tensor | None] = [None] * len(states)
+        if not asking:
+            return out
+        started = time.perf_counter()
+        probabilities = self.span_predictor.probabilities(torch.stack([latents[i] for i in asking]), None,
+                                                          [states[i].prompt.text for i in asking])
+        for row, i in enumerate(asking):
+            state = states[i]
+            if state.predicted is None:
+                threshold = self.span_predictor.threshold
+                state.predicted = PredictedSpans(threshold, threshold - self.config.span_hysteresis)
+            out[i] = state.predicted.update(firsts[i], probabilities[row])
+        self.span_seconds += time.perf_counter() - started
+        self.span_windows += len(asking)
+        return out
+
+    def separate_windows(self, windows: list[tuple[int, int, torch.Tensor, Prompt]], steps: int,
+                         predicted: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Sample equally long windows: (first frame, end frame, base conditioning [T,D], prompt) each -> [B,T,2C].
+        `predicted`: per window, bool "+" frames from the span predictor that replace the prompt's spans."""
         model = self.model
         solver = SolverConfig(self.config.method, steps)
-        conditioning = torch.stack([base + self._anchor_term(first, end, prompt)
-                                    for first, end, base, prompt in windows])
+        predicted = predicted or [None] * len(windows)
+        conditioning = torch.stack([base + self._anchor_term(first, end, prompt, spans)
+                                    for (first, end, base, prompt), spans in zip(windows, predicted)])
         noise = torch.stack([self._noise(first, end) for first, end, _, _ in windows]).to(self._dtype)
         text, text_mask = self._batch_prompts([prompt for *_, prompt in windows])
         per_time = {float(t): self._time_tables(t, len(windows)) for t in solver.evaluation_times()}
@@ -299,8 +374,12 @@ class SlidingWindowProcessor:
 
         return solve(velocity, noise, solver).float()
 
-    def _anchor_term(self, first: int, end: int, prompt: Prompt) -> torch.Tensor:
-        """Per-frame anchor embedding for absolute frames [first, end): <null>, or + / - inside spans."""
+    def _anchor_term(self, first: int, end: int, prompt: Prompt, predicted: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Per-frame anchor embedding for absolute frames [first, end): <null>, or + / - inside spans (or + on the
+        predicted frames)."""
+        if predicted is not None:
+            return self._anchor_rows[torch.where(predicted, POSITIVE, NULL)]
         tokens = torch.full((end - first,), NULL, dtype=torch.long)
         for sign, start_s, end_s in prompt.spans:  # later spans overwrite earlier ones, as in the reference
             frames = span_frames(start_s, end_s, self.sample_rate, self.frame)
@@ -449,6 +528,7 @@ def windowed_reference(processor: SlidingWindowProcessor, audio: np.ndarray, pro
         if end - config.lookahead_frames <= 0:
             out.append(np.zeros((2, hop), np.float32))
             continue
-        final = processor.separate_windows([(first, end, base[first:end], prompt)], config.steps)
+        predicted = processor.predict_window_spans([state], [first], [z[first:end]])
+        final = processor.separate_windows([(first, end, base[first:end], prompt)], config.steps, predicted)
         out.append(processor.commit_windows([state], [(first, end)], final)[0])
     return np.concatenate(out, axis=1)
