@@ -31,4 +31,10 @@ if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[$extras]"
   echo "$stamp" > .venv/.install-stamp
 fi
+# The speaker encoder reads the weights inside the resemblyzer wheel and never imports it: its own dependencies
+# (webrtcvad, a source build needing pkg_resources, and librosa) do not install on Python 3.11, hence --no-deps.
+if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('resemblyzer') == '0.1.4'" 2>/dev/null; then
+  echo "install.sh: resemblyzer 0.1.4 (weights only, --no-deps)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps resemblyzer==0.1.4
+fi
 echo "install.sh: ready (.venv)"
