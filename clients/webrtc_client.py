@@ -3,7 +3,7 @@
     python -m samstream.clients.webrtc_client ws://localhost:8765/ input.wav --prompt "speech" -o out.wav
 
 Signalling goes over the server's WebSocket (`webrtc_offer` -> `webrtc_answer`, see
-samstream/stream/server/webrtc.py); the audio (and, for `WebRTCCall(..., video=frames)`, a video clip beside
+stream/server/webrtc.py); the audio (and, for `WebRTCCall(..., video=frames)`, a video clip beside
 it) goes over WebRTC, paced in real time like a microphone and a camera.
 `WebRTCCall.frames` is what the caller hears (by default the target) from the first received frame:
 output n is input n - L on the server's clock (L = `latency_samples` in the answer), plus Opus's
@@ -44,7 +44,7 @@ def paced_audio_track(audio: np.ndarray, tail_s: float = 1.0, realtime: bool = T
     from aiortc import MediaStreamTrack
     from aiortc.mediastreams import MediaStreamError
 
-    from samstream.stream.server.webrtc import OpusPacketEncoder
+    from samstream.stream.media import OpusPacketEncoder
 
     samples = np.concatenate([audio, np.zeros(round(tail_s * RATE), np.float32)]).astype(np.float32)
     samples = np.pad(samples, (0, -len(samples) % FRAME))
@@ -178,7 +178,7 @@ class WebRTCCall:
     async def _record(self, track) -> None:
         from aiortc.mediastreams import MediaStreamError
 
-        from samstream.stream.server.webrtc import frame_to_mono
+        from samstream.stream.media import frame_to_mono
 
         while True:
             try:
@@ -289,7 +289,7 @@ async def call_server(url: str, audio: np.ndarray, prompt: dict, output: dict | 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from samstream.stream.commands.separate import parse_span
+    from samstream.model.anchors import parse_span
 
     parser = argparse.ArgumentParser(description="Stream an audio file to a samstream server over WebRTC.")
     parser.add_argument("url", help="the server's WebSocket address, e.g. ws://localhost:8765/")

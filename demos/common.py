@@ -22,7 +22,7 @@ def load_processor(model: str):
     import torch
 
     from samstream.model.errors import UserFacingError
-    from samstream.stream.commands.mic import make_processor
+    from samstream.clients.cli.mic import make_processor
 
     torch.set_num_threads(1)  # batch-1 steps on a small CPU: one thread is fastest (see `samstream serve --threads`)
     try:
@@ -33,12 +33,13 @@ def load_processor(model: str):
 
 async def start_server(model: str, port: int = 0, realtime_budget_s: float | None = None):
     """A SeparationServer on 127.0.0.1 with the WebRTC service and the browser client; returns (server, url)."""
-    from samstream.stream.server.app import SeparationServer, default_static_dir
+    from samstream.clients import browser_client_dir
+    from samstream.stream.server.app import SeparationServer
     from samstream.stream.server.ops import ServerConfig
     from samstream.stream.server.webrtc import WebRTCService
 
     options = {} if realtime_budget_s is None else {"realtime_budget_s": realtime_budget_s}
-    server = SeparationServer(load_processor(model), ServerConfig(port=port, static_dir=default_static_dir()),
+    server = SeparationServer(load_processor(model), ServerConfig(port=port, static_dir=browser_client_dir()),
                               model_name=model, **options)
     WebRTCService(server)
     await server.start()

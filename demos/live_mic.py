@@ -14,7 +14,7 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from samstream.stream.cli import main as samstream
+    from samstream.clients.cli import main as samstream
 
     if not any(arg in argv for arg in ("--prompt", "--span", "--list-devices")):
         argv = ["--prompt", "speech", *argv]

@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace) -> dict:
     from websockets.asyncio.client import connect
 
     from samstream.clients.webrtc_client import paced_audio_track
-    from samstream.stream.server.webrtc import frame_to_mono
+    from samstream.stream.media import frame_to_mono
 
     seconds = 2 * SOLO_S + TOGETHER_S
     a = load_voice(args.speaker_a, SOLO_S + TOGETHER_S) if args.speaker_a else synthetic_voice(SOLO_S + TOGETHER_S, 120, 1)

@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from samstream.stream.commands.separate import parse_span
+    from samstream.model.anchors import parse_span
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", nargs="?", default=str(ROOT / "demos" / "audio" / "tone_and_noise.flac"))

@@ -10,12 +10,15 @@ the reference does, so frame boundaries match bit for bit.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from samstream.model.errors import PromptError
+
+if TYPE_CHECKING:  # torch is imported where tokens are made: command lines parse spans (parse_span) without it
+    import torch
 
 NULL, POSITIVE, NEGATIVE, PAD = 0, 1, 2, 3
 TOKENS = {"+": POSITIVE, "-": NEGATIVE}
@@ -42,6 +45,20 @@ def validate_span(span: Span) -> Span:
     return token, start, end
 
 
+def parse_span(text: str) -> Span:
+    """'+:3.2-4.0' -> ('+', 3.2, 4.0): a span as users write it (`--span` of the command lines and demos).
+
+    Raises argparse.ArgumentTypeError, whose message argparse shows as it is (`type=parse_span`)."""
+    try:
+        sign, times = text.split(":", 1)
+        start, end = (float(x) for x in times.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"span {text!r} must look like +:3.2-4.0 or -:7-8 (sign:start-end seconds)")
+    if sign not in ("+", "-") or not 0 <= start < end:
+        raise argparse.ArgumentTypeError(f"span {text!r}: sign must be + or -, and 0 <= start < end")
+    return sign, start, end
+
+
 def span_frames(start_s: float, end_s: float, sample_rate: int, hop: int) -> range:
     first = math.ceil(start_s * sample_rate / hop)
     stop = math.ceil(end_s * sample_rate / hop)
@@ -56,6 +73,8 @@ def anchor_tokens(
     hop: int,
 ) -> AnchorTokens:
     """Token ids and per-frame alignment for a batch; `anchors=None` is the reference's no-anchor batch."""
+    import torch
+
     batch = len(frames_per_item)
     alignment = torch.ones(batch, total_frames, dtype=torch.long)
     for b, frames in enumerate(frames_per_item):

@@ -89,7 +89,7 @@ else
 fi
 # One thread per process: the data workers are the parallelism (no BLAS thread pools fighting them).
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-20} OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-samstream() { "$PY" -m samstream.stream.cli "$@"; }
+samstream() { "$PY" -m samstream "$@"; }
 
 echo "== gpu burst: $(date -u +%FT%TZ) device=$DEVICE minutes=$MINUTES batch=$BATCH seconds=$SECONDS_ lr=$LR workers=$WORKERS amp=$AMP"
 "$PY" - "$DEVICE" <<'EOF'

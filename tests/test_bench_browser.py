@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samstream.stream.commands import bench_browser
-from samstream.stream.commands.bench_browser import best_lag, round_trip_delays, unavailable
+from samstream.clients.cli import bench_browser
+from samstream.clients.cli.bench_browser import best_lag, round_trip_delays, unavailable
 
 RATE = 48000
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 from fixtures.netns import run_isolated
 
-from samstream.stream import cli
-from samstream.stream.commands import bench_browser
+from samstream.clients import cli
+from samstream.clients.cli import bench_browser
 
 
 def last_json(capsys) -> dict:
@@ -25,7 +25,7 @@ def positive(*values) -> bool:
 
 
 def test_every_leg_reports_its_latency():
-    done = run_isolated([sys.executable, "-m", "samstream.stream.cli", "bench", "e2e", "--model", "random",
+    done = run_isolated([sys.executable, "-m", "samstream", "bench", "e2e", "--model", "random",
                          "--seconds", "1.5", "--ramp-seconds", "1.2", "--max-streams", "2", "--json"], timeout_s=300)
     assert done.returncode == 0, f"bench e2e failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])

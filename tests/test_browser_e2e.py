@@ -18,7 +18,7 @@ import pytest
 
 from fixtures.netns import python_isolated
 from fixtures.signals import best_lag, si_sdr
-from samstream.stream.commands.bench_browser import round_trip_delays, unavailable
+from samstream.clients.cli.bench_browser import round_trip_delays, unavailable
 
 SCENARIO = Path(__file__).parent / "fixtures" / "browser_scenario.py"
 LATENCY = 4087  # the session latency at 48 kHz, as the answer reports it

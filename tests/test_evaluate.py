@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from samstream.stream.cli import main
+from samstream.clients.cli import main
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

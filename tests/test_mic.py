@@ -47,7 +47,7 @@ def card(tmp_path) -> dict:
 
 
 def samstream(card: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "samstream.stream.cli", *args], env=card["env"],
+    return subprocess.run([sys.executable, "-m", "samstream", *args], env=card["env"],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -108,7 +108,7 @@ async def test_through_a_server(card, model_file):
     await server.start()
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "samstream.stream.cli", "mic", "--server", f"ws://127.0.0.1:{server.port}/",
+            sys.executable, "-m", "samstream", "mic", "--server", f"ws://127.0.0.1:{server.port}/",
             "--span", "+:0.5-1.5", "--seconds", str(SECONDS), "--record", str(card["dir"] / "out.wav"), "--quiet",
             env=card["env"], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 120)

@@ -4,7 +4,7 @@ offline references: the embedded model's offline causal run, and SAM Audio's off
 import numpy as np
 import torch
 
-from samstream.stream.commands.bench_stream import SAM_TINY, SAM_TINY_WATERMARK, signal
+from samstream.clients.cli.bench_stream import SAM_TINY, SAM_TINY_WATERMARK, signal
 from samstream.stream.processor import Prompt
 from samstream.stream.session import StreamSession
 

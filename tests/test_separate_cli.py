@@ -14,7 +14,7 @@ from samstream.model.separator import SAMAudioSeparator
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "samstream.stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "samstream", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -12,8 +12,8 @@ import pytest
 from test_ws_protocol import SPANS, error_of, mixture, running_server, url
 
 from samstream.clients.ws_client import SeparationClient
-from samstream.stream import cli
-from samstream.stream.commands.bench_e2e import start_server
+from samstream.clients import cli
+from samstream.clients.cli.bench_e2e import start_server
 from samstream.stream.server.ops import JsonLogFormatter, ServerConfig, ServerConfigError
 
 

@@ -14,16 +14,8 @@ from av import AudioFrame, CodecContext
 
 from fixtures.netns import python_isolated
 from fixtures.signals import best_lag, si_sdr, tonal_mixture
-from samstream.stream.server.webrtc import (
-    FRAME,
-    RATE,
-    InputHistory,
-    OpusPacketEncoder,
-    OutputMix,
-    PromptParts,
-    frame_to_mono,
-    mono_to_frame,
-)
+from samstream.stream.media import FRAME, RATE, OpusPacketEncoder, frame_to_mono, mono_to_frame
+from samstream.stream.server.webrtc import InputHistory, OutputMix, PromptParts
 from samstream.stream.server.ws import ProtocolError
 
 SCENARIO = Path(__file__).parent / "fixtures" / "webrtc_scenario.py"

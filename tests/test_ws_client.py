@@ -15,7 +15,7 @@ from test_ws_protocol import (
 )
 
 from samstream.clients.ws_client import SeparationClient
-from samstream.stream import cli
+from samstream.clients import cli
 from samstream.stream.processor import Prompt
 
 

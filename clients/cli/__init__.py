@@ -1,8 +1,11 @@
-"""The `samstream` command line.
+"""The `samstream` command line: the top floor (DESIGN.md), the user's front door to servers, clients,
+benchmarks and training, so it lives above the engine (samstream.stream) and the separators (samstream.model).
 
-Each subcommand lives in its own module that defines `add_arguments(parser)` and `run(args) -> int`.
-The modules are imported only when needed, and keep their heavy imports (torch, servers, training
-code) inside `run`, so `samstream --help` stays fast and the serving path never imports training code.
+Each subcommand lives in its own module that defines `add_arguments(parser)` and `run(args) -> int`: this
+package for the serving, client and benchmark commands, model/training for `data`, `eval` and `train`.
+Only the module of the command being run is imported (all of them for the top-level help), and modules
+keep their heavy imports (torch, servers) inside `run`, so `samstream --help` stays fast and
+`samstream serve` never imports training code.
 """
 
 from __future__ import annotations
@@ -15,30 +18,36 @@ from samstream.model.errors import UserFacingError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "separate": ("samstream.stream.commands.separate", "separate an audio file offline (target + residual)"),
-    "bench": ("samstream.stream.commands.bench", "measure speed and memory (prints figures; --json for JSON)"),
-    "serve": ("samstream.stream.commands.serve", "live separation server: WebSocket protocol, /health, /metrics"),
-    "stream": ("samstream.stream.commands.stream_file", "stream a file through a running server (target + residual)"),
-    "mic": ("samstream.stream.commands.mic", "microphone -> separation (in process or via a server) -> speakers/file"),
+    "separate": ("samstream.clients.cli.separate", "separate an audio file offline (target + residual)"),
+    "bench": ("samstream.clients.cli.bench", "measure speed and memory (prints figures; --json for JSON)"),
+    "serve": ("samstream.clients.cli.serve", "live separation server: WebSocket protocol, /health, /metrics"),
+    "stream": ("samstream.clients.cli.stream_file", "stream a file through a running server (target + residual)"),
+    "mic": ("samstream.clients.cli.mic", "microphone -> separation (in process or via a server) -> speakers/file"),
     "data": ("samstream.model.training.cli_data", "fetch, index and render training data; build evaluation sets"),
     "eval": ("samstream.model.training.evaluate", "SI-SDR improvement of a model on an evaluation directory"),
     "train": ("samstream.model.training.cli_train", "train (or resume) the embedded model or the baseline"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: every command is listed, but only the one `argv` names gets its arguments
+    (and its module imported); with no known command in `argv` (help, a typo) every command gets them."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((word for word in argv if not word.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="samstream", description="Real-time prompt-driven audio separation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if chosen in COMMANDS and name != chosen:
+            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -47,6 +56,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"samstream {args.command}: error: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

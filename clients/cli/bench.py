@@ -11,11 +11,11 @@ import importlib
 
 # target -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 TARGETS: dict[str, tuple[str, str]] = {
-    "model": ("samstream.stream.commands.bench_model", "SAM Audio DiT/codec time per second of audio"),
-    "stream": ("samstream.stream.commands.bench_stream", "streaming engine: RTF, latency, exactness, capacity, memory"),
-    "window": ("samstream.stream.commands.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
-    "embedded": ("samstream.stream.commands.bench_embedded", "embedded model: real-time factor of its stream step"),
-    "e2e": ("samstream.stream.commands.bench_e2e", "end-to-end latency: WebSocket, WebRTC, browser; stream capacity"),
+    "model": ("samstream.clients.cli.bench_model", "SAM Audio DiT/codec time per second of audio"),
+    "stream": ("samstream.clients.cli.bench_stream", "streaming engine: RTF, latency, exactness, capacity, memory"),
+    "window": ("samstream.clients.cli.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
+    "embedded": ("samstream.clients.cli.bench_embedded", "embedded model: real-time factor of its stream step"),
+    "e2e": ("samstream.clients.cli.bench_e2e", "end-to-end latency: WebSocket, WebRTC, browser; stream capacity"),
 }
 
 

@@ -20,7 +20,7 @@ steady-state p50/p95 cover the samples captured after the first second.
   are those of the frames the client's jitter buffer hands out.
 - Browser: the page (clients/web) at "original" records its input and what it hears on its AudioContext
   clock; the round trip is the delay between the two, found per quarter second by cross-correlation
-  (stream/commands/bench_browser.py). It covers encoding, network, server, decoding and the browser's
+  (clients/cli/bench_browser.py). It covers encoding, network, server, decoding and the browser's
   jitter buffer, not the sound card's buffers. Chromium sends its fake microphone (a WAV); Firefox, whose
   fake microphone is a tone, sends the same WAV through the page's audio-file input.
 
@@ -131,7 +131,7 @@ async def webrtc_realtime(url: str, audio) -> dict:
     """One WebRTC call with the Python client, hearing "original" (its input, delayed): the lag found by
     cross-correlation, and per-sample latencies on the client's clock (see the module's docstring)."""
     from samstream.clients.webrtc_client import FRAME, RATE, WebRTCCall
-    from samstream.stream.commands.bench_browser import best_lag
+    from samstream.clients.cli.bench_browser import best_lag
 
     call = WebRTCCall(audio, {"spans": SPANS}, output={"target": 1.0, "residual": 1.0})
     await call.start(url)
@@ -156,7 +156,7 @@ def start_server(model: str, threads: int, max_sessions: int):
     from samstream.model.errors import UserFacingError
 
     log = tempfile.NamedTemporaryFile("w+", prefix="samstream-bench-e2e-", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "samstream.stream.cli", "serve", "--model", model, "--port", "0",
+    command = [sys.executable, "-m", "samstream", "serve", "--model", model, "--port", "0",
                "--threads", str(threads), "--max-sessions", str(max_sessions), "--no-warmup"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
     deadline = time.monotonic() + 300
@@ -290,7 +290,7 @@ def browser_leg(args: argparse.Namespace, url: str) -> dict:
     import tempfile
     from pathlib import Path
 
-    from samstream.stream.commands.bench_browser import measure_round_trip, unavailable
+    from samstream.clients.cli.bench_browser import measure_round_trip, unavailable
 
     page_url = "http" + url.removeprefix("ws")  # the server serves the page where it serves the socket
     browsers: dict[str, dict] = {}

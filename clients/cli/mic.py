@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from samstream.model.anchors import parse_span
 from samstream.model.errors import PromptError
-from samstream.stream.commands.separate import parse_span
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,19 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from samstream.model.anchors import parse_span
 from samstream.model.errors import PromptError
-
-
-def parse_span(text: str) -> tuple[str, float, float]:
-    """'+:3.2-4.0' -> ('+', 3.2, 4.0)."""
-    try:
-        sign, times = text.split(":", 1)
-        start, end = (float(x) for x in times.split("-", 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"span {text!r} must look like +:3.2-4.0 or -:7-8 (sign:start-end seconds)")
-    if sign not in ("+", "-") or not 0 <= start < end:
-        raise argparse.ArgumentTypeError(f"span {text!r}: sign must be + or -, and 0 <= start < end")
-    return sign, start, end
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

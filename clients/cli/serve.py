@@ -45,14 +45,15 @@ def run(args: argparse.Namespace) -> int:
 
     from samstream.model.errors import UserFacingError
     from samstream.stream.processor import Prompt
-    from samstream.stream.server.app import SeparationServer, default_static_dir
+    from samstream.clients import browser_client_dir
+    from samstream.stream.server.app import SeparationServer
     from samstream.stream.server.ops import ServerConfig, configure_logging
     from samstream.stream.server.webrtc import WebRTCService
 
     configure_logging()
     log = logging.getLogger("samstream.server")
     config = ServerConfig(host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
-                          allowed_origins=tuple(args.allowed_origin), static_dir=args.static or default_static_dir(),
+                          allowed_origins=tuple(args.allowed_origin), static_dir=args.static or browser_client_dir(),
                           max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout)
     config.check()  # before loading the model: a refused setting should not cost a model load
     torch.set_num_threads(args.threads)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from samstream.stream.commands.separate import parse_span
+from samstream.model.anchors import parse_span
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,6 @@ import logging
 import mimetypes
 import secrets
 import signal
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -225,11 +224,3 @@ def http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Re
         ("Cache-Control", "no-cache"),
     ])
     return Response(status.value, status.phrase, headers, body)
-
-
-def default_static_dir() -> Path | None:
-    """The browser client shipped with the package (clients/web), if this build has it."""
-    import samstream.clients
-
-    folder = Path(samstream.clients.__file__).resolve().parent / "web"
-    return folder if folder.is_dir() else None

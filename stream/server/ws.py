@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
@@ -36,8 +36,8 @@ from samstream.stream.resample import MAX_RATE, MIN_RATE
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from samstream.stream.batcher import StreamHandle
-    from samstream.stream.server.app import SeparationServer
+    from samstream.stream.batcher import Batcher, StreamHandle
+    from samstream.stream.server.ops import ServerConfig, ServerMetrics
 
 log = logging.getLogger("samstream.server")
 
@@ -57,6 +57,23 @@ ERROR_CODES = frozenset({
 })
 
 MessageHandler = Callable[["Connection", dict], Awaitable[None]]
+
+
+class ConnectionHost(Protocol):
+    """What a `Connection` uses of the server that accepted it (app.SeparationServer). Declared here, so
+    this module needs nothing from app.py, which imports it."""
+
+    config: ServerConfig
+    model_name: str
+    model_rate: int
+    batcher: Batcher
+    sessions: dict[str, StreamHandle]
+    metrics: ServerMetrics
+    message_handlers: dict[str, MessageHandler]
+
+    async def open_stream(self, prompt: Prompt, client_rate: int) -> tuple[str, StreamHandle]: ...
+
+    def release(self, session_id: str) -> bool: ...
 
 
 class ProtocolError(Exception):
@@ -219,7 +236,7 @@ class Connection:
     """One client WebSocket. Extensions (registered message handlers) use `send_message`, `add_cleanup`,
     `id`, `log_fields` and `server` (whose `open_stream` enforces the session limit)."""
 
-    def __init__(self, server: SeparationServer, websocket: ServerConnection) -> None:
+    def __init__(self, server: ConnectionHost, websocket: ServerConnection) -> None:
         self.server = server
         self.ws = websocket
         self.id = secrets.token_hex(4)
