@@ -48,6 +48,7 @@ import numpy as np
 
 from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH, SessionMetrics
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
+from samstream.stream.quality import QualityMonitor
 from samstream.stream.resample import DEFAULT_QUALITY
 from samstream.stream.session import StreamSession
 
@@ -174,6 +175,7 @@ class Batcher:
         quality: str = DEFAULT_QUALITY,
         crossfade_ms: float = 20.0,
         max_frame_s: float = 1.0,
+        quality_monitor: QualityMonitor | None = None,
     ) -> None:
         hop = processor.hop_samples
         hop_s = hop / processor.sample_rate
@@ -187,6 +189,7 @@ class Batcher:
             crossfade_ms=crossfade_ms,
             max_frame_s=max_frame_s,
             max_backlog_hops=max_queue_hops or math.ceil(2.0 / hop_s),
+            quality_monitor=quality_monitor,
         )
         self.level = FULL
         self._level_since = time.monotonic()

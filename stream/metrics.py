@@ -18,6 +18,8 @@ class SessionMetrics:
     level: int = FULL  # degradation level of the latest hop
     # Model-rate audio produced at each degraded level, in seconds.
     degraded_s: dict[int, float] = field(default_factory=lambda: {FEWER_STEPS: 0.0, PASS_THROUGH: 0.0})
+    # The latest live Judge score of the output (stream/quality.py), when the server scores sessions.
+    quality: dict | None = None
 
     @property
     def rtf(self) -> float:

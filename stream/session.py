@@ -39,6 +39,7 @@ import numpy as np
 from samstream.stream.crossfade import Crossfader
 from samstream.stream.metrics import FULL, SessionMetrics
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
+from samstream.stream.quality import QualityMonitor
 from samstream.stream.resample import DEFAULT_QUALITY, StreamResampler, check_rate
 from samstream.stream.ringbuffer import RingBuffer
 
@@ -106,7 +107,9 @@ class StreamSession:
         crossfade_ms: float = 20.0,
         max_frame_s: float = 1.0,
         max_backlog_hops: int | None = None,
+        quality_monitor: QualityMonitor | None = None,
     ) -> None:
+        """`quality_monitor`: score the output with the Judge now and then, off the audio path (stream/quality.py)."""
         self.processor = processor
         self.client_rate = check_rate(client_rate, "client sample rate")
         self.model_rate = rate = processor.sample_rate
@@ -156,6 +159,7 @@ class StreamSession:
         self._end_hop: int | None = None  # set by finish(): the hop count at which the stream ends
         self.done = False  # every output sample has been produced
         self.metrics = SessionMetrics(latency_ms=1000.0 * self.latency_samples / self.client_rate)
+        self.quality = quality_monitor.tap(self.metrics, prompt, delay) if quality_monitor is not None else None
 
     # ---------------------------------------------------------------- input side
 
@@ -246,6 +250,8 @@ class StreamSession:
                 self._fade = None
         self._frames[:] = hop_out.T
         self._output.write(self._out.process(self._frames))
+        if self.quality is not None:
+            self.quality.observe(self._mixture, hop_out[0])
         self.metrics.level = level
         if level != FULL:
             self.metrics.degraded_s[level] += self.hop / self.model_rate
@@ -286,6 +292,8 @@ class StreamSession:
             self.processor.set_prompt(self.state, prompt)
             self._fade = _Fade(old=old, new=self.state)
         self.prompt = prompt
+        if self.quality is not None:
+            self.quality.set_prompt(prompt)
 
     # ---------------------------------------------------------------- output side
 
