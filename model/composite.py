@@ -3,42 +3,49 @@
 Parts (docs/model_card.md says which serves what, and why, by measurement):
 - level normalisation (model/level.py): every stream is heard at one working level; the output is scaled back;
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
-- the general separator (model/embedded.py): any text, span or audio-example prompt, block-causal.
+- the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
+  the expert's speech, named by an enrollment clip or by its gender's wording;
+- the general separator (model/embedded.py): any text, span or audio-example prompt.
 
-Routing (model/prompt_routing.py) by the text prompt's nearest class wording:
-- speech classes ("speech", "man speaking", "a person talking", "una mujer hablando", ...): the expert's speech
-  estimate is the target;
-- other classes: the general separator runs on the mixture with the expert's speech taken out (speech is an
-  interferer there), except for vocal sounds (singing, laughter, ...) that the expert would take for speech;
-- span-only, example-only or unknown prompts: the general separator on the mixture.
+Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
+- "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate;
+- "voice": an enrollment clip, or "man speaking" / "woman speaking" and their paraphrases: the voice picker on
+  the expert's estimate;
+- "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
+  is an interferer there), for spans, examples and unknown wordings it hears the mixture.
 The residual is always the mixture minus the target, so target + residual == mixture.
 
-Timing. Every branch is delayed to one fixed `delay_samples`: the general separator runs on the mixture delayed
-by the expert's delay (so that the speech estimate lines up with it), and the expert's own estimate is delayed
-by the separator's delay. The expert runs on every stream (its estimate feeds most routes, and its recurrent
-state must be warm when a prompt changes); forks of a state made for a crossfade share it, since it depends on
-the audio only (`SharedExpert`).
+Timing. The expert runs on every stream: its estimate feeds most branches, and its recurrent state must be warm
+when a prompt changes. The other branches see the mixture delayed by the expert's delay (so that the speech
+estimate lines up with it), and each branch's output is delayed to one fixed `delay_samples`. A prompt change
+that moves a stream to another branch starts that branch on the last few hops of the stream (kept for that), so
+its output is already in step when the session crossfades to it. Forks of a state made for that crossfade share
+the expert (`SharedExpert`): it depends on the audio only.
 
 Offline runs (`separate`, `stream_file`) are the streaming path over the whole file, so they equal streaming.
 """
 
 from __future__ import annotations
 
-import copy
+import math
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
-from samstream.model.embedded import EmbeddedSeparator, StreamState
+from samstream.model.class_prompts import canonical
+from samstream.model.embedded import EmbeddedSeparator
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_resample
 from samstream.model.prompt_routing import PromptRouter, Route
 from samstream.model.separator import Separation
+
+EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 
 
 class DelayLine:
@@ -76,12 +83,14 @@ class SharedExpert:
 class CompositeState:
     """One stream of the default model (explicit state, moshi-style)."""
 
+    branch: str  # EXPERT, VOICE or GENERAL
     route: Route
-    general: StreamState | None  # the general separator's state when the route uses it
-    general_input: DelayLine  # normalised mixture, delayed to line up with the speech estimate
-    speech_delay: DelayLine  # the speech estimate, delayed by the general separator's delay
-    mixture_delay: DelayLine  # the raw mixture, delayed by the whole model's delay (residual = it − target)
+    branch_state: Any  # the voice picker's or the general separator's stream state (None for EXPERT)
+    align: DelayLine  # the branch output, delayed to the model's delay
+    mixture_in: DelayLine  # normalised mixture, delayed to line up with the speech estimate
+    mixture_out: DelayLine  # the raw mixture, delayed by the model's delay (residual = it − target)
     gain_delay: DelayLine  # per-sample input gains, delayed likewise (the output is divided by them)
+    history: deque  # the last hops of (delayed normalised mixture, speech estimate): primes a new branch
     level: LevelState = field(default_factory=LevelState)
     expert: SharedExpert | None = None
     hops: int = 0
@@ -90,13 +99,17 @@ class CompositeState:
 class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
-    def __init__(self, general: EmbeddedSeparator, speech_expert: bool = True) -> None:
+    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True) -> None:
         self.general = general
+        self.voice = voice if speech_expert else None  # the picker works on the expert's speech estimate
         self.sample_rate = general.sample_rate
         self.chunk_samples = general.chunk_samples
+        self.config = general.config
         self.uses_speech_expert = speech_expert
         self.level = LevelNormalizer()
         self.router = PromptRouter(general.text_vectors)
+        if voice is not None and voice.chunk_samples != self.chunk_samples:
+            raise ValueError("the voice picker and the general separator must step the same hop")
         if speech_expert:
             from samstream.model.speech_expert import expert_delay, state_pool
 
@@ -105,55 +118,106 @@ class CompositeSeparator:
         else:
             self._pool = None
             self.expert_delay = 0
-        self.delay_samples = self.expert_delay + general.delay_samples
-        self.config = general.config
+        self.branch_delays = {EXPERT: 0, GENERAL: general.delay_samples}
+        if self.voice is not None:
+            self.branch_delays[VOICE] = self.voice.delay_samples
+        self.delay_samples = self.expert_delay + max(self.branch_delays.values())
+        self._history_hops = math.ceil(max(self.branch_delays.values()) / self.chunk_samples) + 2
 
     # -- prompts ------------------------------------------------------------------------------------------
-    def route(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> Route:
+    def plan(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> tuple[str, Route]:
+        """Which branch serves this prompt, and the text's route."""
         if prompt is None and not spans and example is None:
             raise PromptError("give a prompt: text, a time span, or an audio example")
-        return self.router.route(prompt)
+        route = self.router.route(prompt)
+        if not self.uses_speech_expert or spans:
+            return GENERAL, route
+        if example is not None:
+            return (VOICE if self.voice is not None else GENERAL), route
+        if route.speech:
+            return (VOICE if route.gender and self.voice is not None else EXPERT), route
+        return GENERAL, route
 
-    def _general_state(self, route: Route, prompt, spans, example) -> StreamState | None:
-        if route.speech and self.uses_speech_expert and not spans and example is None:
-            return None
-        return self.general.init_stream(prompt, spans, example)
+    def _branch_state(self, branch: str, route: Route, prompt, spans, example):
+        if branch == GENERAL:
+            return self.general.init_stream(prompt, spans, example)
+        if branch == VOICE:
+            return self.voice.init_stream(self.voice_prompt(route, example))
+        return None
+
+    def voice_prompt(self, route: Route, example) -> torch.Tensor:
+        """The picker's prompt vector: the enrollment clip's speaker embedding and/or the gender's wording."""
+        from samstream.model.speaker_encoder import load_speaker_encoder
+
+        speaker = None
+        if example is not None:
+            clip, rate = example if isinstance(example, tuple) else (example, self.sample_rate)
+            clip = polyphase_resample(to_mono(clip).numpy(), check_sample_rate(rate), self.sample_rate)
+            speaker = load_speaker_encoder().embed_utterance(clip)
+        text = canonical(route.target_class) if route.gender else None
+        return self.voice.prompt_vector(text, speaker=speaker)
 
     # -- streaming ----------------------------------------------------------------------------------------
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
                     example_rate: int | None = None) -> CompositeState:
         if example is not None and not isinstance(example, tuple):
             example = (example, example_rate or self.sample_rate)
-        route = self.route(prompt, spans, example)
+        branch, route = self.plan(prompt, spans, example)
         expert = None
         if self.uses_speech_expert:
             from samstream.model.speech_expert import SpeechExpertStream
 
             expert = SharedExpert(SpeechExpertStream(self.sample_rate, self._pool))
         return CompositeState(
-            route=route,
-            general=self._general_state(route, prompt, spans, example),
-            general_input=DelayLine(self.expert_delay),
-            speech_delay=DelayLine(self.general.delay_samples),
-            mixture_delay=DelayLine(self.delay_samples),
+            branch=branch, route=route,
+            branch_state=self._branch_state(branch, route, prompt, spans, example),
+            align=self._align(branch),
+            mixture_in=DelayLine(self.expert_delay),
+            mixture_out=DelayLine(self.delay_samples),
             gain_delay=DelayLine(self.delay_samples, fill=1.0),
+            history=deque(maxlen=self._history_hops),
             expert=expert,
         )
+
+    def _align(self, branch: str) -> DelayLine:
+        return DelayLine(self.delay_samples - self.expert_delay - self.branch_delays[branch])
 
     def set_prompt(self, state: CompositeState, prompt: str | None = None, spans: Sequence[Span] = (),
                    example=None, example_rate: int | None = None) -> None:
         """Switch a state to a new prompt from its next hop; the level, the expert and the delays carry on."""
         if example is not None and not isinstance(example, tuple):
             example = (example, example_rate or self.sample_rate)
-        route = self.route(prompt, spans, example)
-        fresh = self.general.init_stream(prompt, spans, example) if state.general is not None else None
-        if state.general is not None and fresh is not None:
+        branch, route = self.plan(prompt, spans, example)
+        if branch == state.branch == GENERAL:
             # Cached context keys/values keep the old prompt's influence until they slide out of the window;
             # the session crossfades from the old separation meanwhile.
-            state.general.prompt, state.general.anchors = fresh.prompt, fresh.anchors
-        elif state.general is None:
-            state.general = self._general_state(route, prompt, spans, example)
+            self.general.set_prompt(state.branch_state, prompt, spans, example)
+        else:
+            state.branch_state = self._branch_state(branch, route, prompt, spans, example)
+            state.align = self._align(branch)
+            state.branch = branch
+            state.route = route
+            for mixture, speech in state.history:  # start the new branch in step with the stream
+                self._run_branch([state], [self._branch_input(state, mixture, speech)], None)
         state.route = route
+
+    def _branch_input(self, state: CompositeState, mixture: np.ndarray, speech: np.ndarray | None) -> np.ndarray:
+        if state.branch == VOICE:
+            return speech
+        if state.branch == GENERAL and speech is not None and state.route.remove_speech:
+            return mixture - speech
+        return mixture if state.branch == GENERAL else speech
+
+    def _run_branch(self, states: list[CompositeState], inputs: list[np.ndarray], steps: int | None) -> np.ndarray:
+        """One hop of each state's branch (all states on the same branch) -> aligned targets [N, hop]."""
+        branch = states[0].branch
+        if branch == EXPERT:
+            out = np.stack(inputs)
+        elif branch == VOICE:
+            out = self.voice.stream_step([s.branch_state for s in states], np.stack(inputs))[:, 0]
+        else:
+            out = self.general.stream_step([s.branch_state for s in states], np.stack(inputs), steps)[:, 0]
+        return np.stack([s.align(row) for s, row in zip(states, out)])
 
     @torch.inference_mode()
     def stream_step(self, states: list[CompositeState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
@@ -163,30 +227,26 @@ class CompositeSeparator:
         if chunk.ndim != 2 or chunk.shape != (len(states), self.chunk_samples):
             raise AudioInputError(f"stream_step needs a chunk of shape [{len(states)}, {self.chunk_samples}], "
                                   f"got {tuple(chunk.shape)}")
-        targets = np.zeros_like(chunk)
         restore = np.empty_like(chunk)  # each row's input gains, delayed like the output
-        general_rows, general_inputs = [], []
+        groups: dict[str, list[int]] = {}
+        inputs: dict[int, np.ndarray] = {}
         for i, state in enumerate(states):
             normalized, gains = self.level.normalize(state.level, chunk[i])
             restore[i] = state.gain_delay(gains)
-            delayed = state.general_input(normalized)
+            mixture = state.mixture_in(normalized)
             speech = state.expert.step(state.hops, normalized) if state.expert is not None else None
             state.hops += 1
-            if speech is not None:
-                targets[i] = state.speech_delay(speech)  # the target unless the general branch runs
-            if state.general is not None:
-                general_rows.append(i)
-                remove = speech is not None and state.route.remove_speech
-                general_inputs.append(delayed - speech if remove else delayed)
-        if general_rows:
-            out = self.general.stream_step([states[i].general for i in general_rows], np.stack(general_inputs), steps)
-            targets[general_rows] = out[:, 0]
+            state.history.append((mixture, speech))
+            inputs[i] = self._branch_input(state, mixture, speech)
+            groups.setdefault(state.branch, []).append(i)
+        targets = np.empty_like(chunk)
+        for rows in groups.values():  # one batched call per branch
+            targets[rows] = self._run_branch([states[i] for i in rows], [inputs[i] for i in rows], steps)
         targets /= restore
         result = np.empty((len(states), 2, self.chunk_samples), np.float32)
         for i, state in enumerate(states):
-            mixture = state.mixture_delay(chunk[i])
             result[i, 0] = targets[i]
-            result[i, 1] = mixture - targets[i]
+            result[i, 1] = state.mixture_out(chunk[i]) - targets[i]
         return result
 
     # -- offline ------------------------------------------------------------------------------------------
@@ -221,3 +281,17 @@ class CompositeSeparator:
         """Free the native state of a stream that ended (it is also freed when garbage collected)."""
         if state.expert is not None:
             state.expert.stream.close()
+
+
+def load_default(speech_expert: bool = True) -> CompositeSeparator:
+    """The packaged default model: the general separator's and the voice picker's weights from model/weights/
+    (the picker when it is shipped), with the speech expert unless `speech_expert` is False."""
+    from samstream.model.embedded import WEIGHTS_DIR, load_embedded
+
+    general = load_embedded()
+    voice, path = None, WEIGHTS_DIR / "voice.safetensors"
+    if speech_expert and path.is_file():
+        from samstream.model.masknet import MaskNetSeparator, load_masknet
+
+        voice = MaskNetSeparator(load_masknet(path), general.text_vectors)
+    return CompositeSeparator(general, voice, speech_expert)

@@ -424,6 +424,13 @@ class EmbeddedSeparator:
             ola_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
         )
 
+    def set_prompt(self, state: StreamState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
+                   example_rate: int | None = None) -> None:
+        """Switch a session to a new prompt from its next chunk. Cached context keys/values keep the old prompt's
+        influence until they slide out of the attention window (the engine crossfades meanwhile)."""
+        fresh = self.init_stream(prompt, spans, example, example_rate)
+        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+
     @torch.inference_mode()
     def stream_step(self, states: list[StreamState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Advance every session by one chunk: chunk [N, chunk_samples] -> [N, 2, chunk_samples] (target, residual).

@@ -12,14 +12,15 @@ DEFAULT_MODEL = "tiny"
 
 
 def load_separator(name: str = DEFAULT_MODEL, text_encoder: str | os.PathLike | None = None,
-                   progress: bool = True) -> Separator:
+                   progress: bool = True, speech_expert: bool = True) -> Separator:
+    """`speech_expert=False` runs the default model's own networks alone (no DeepFilterNet3)."""
     if name == DEFAULT_MODEL:
         try:
-            from samstream.model.embedded import load_embedded
+            from samstream.model.composite import load_default
         except ImportError:
             raise ModelLoadError("the embedded default model is not part of this build; pass --model DIR with a "
                                  "SAM Audio checkpoint directory") from None
-        return load_embedded()
+        return load_default(speech_expert)
     from samstream.model.loading import load_sam_audio
     from samstream.model.separator import SAMAudioSeparator
     from samstream.model.text import find_t5_encoder

@@ -102,13 +102,15 @@ class VoicePairGenerator:
         a, b = speakers or self._pick_speakers(rng, same_gender)
         fa, fb = (1.0 + rng.uniform(-c.speed_range, c.speed_range) for _ in range(2))
         n = c.samples
-        target, used, segments = self.utterances(a, fa, n, rng, set())
+        entries = self.pool.by_speaker[a]
+        reserved = {entries[rng.integers(len(entries))]["id"]}  # always left for the enrollment clip
+        target, used, _ = self.utterances(a, fa, n, rng, reserved)
         other, _, _ = self.utterances(b, fb, n, rng, set())
         if layout == "partial":
             start = int(rng.uniform(0.3, 0.7) * n)
             other = np.concatenate([np.zeros(start, np.float32), other[: n - start]])
         elif layout == "turns":
-            target, other = self._turns(a, b, fa, fb, n, rng, used)
+            target, other = self._turns(a, b, fa, fb, n, rng, used, reserved)
         elif layout == "alone":
             other = np.zeros(n, np.float32)
         elif layout == "absent":
@@ -153,14 +155,14 @@ class VoicePairGenerator:
         raise DataError(f"no pair of {self.pool.split} speakers with {'the same' if same_gender else 'different'} "
                         "known genders")
 
-    def _turns(self, a, b, fa, fb, n, rng, used) -> tuple[np.ndarray, np.ndarray]:
+    def _turns(self, a, b, fa, fb, n, rng, used, reserved) -> tuple[np.ndarray, np.ndarray]:
         """Alternating single utterances with short pauses (at most a little overlap at the hand-over)."""
         target, other = np.zeros(n, np.float32), np.zeros(n, np.float32)
         pos, speaker_a = int(rng.uniform(0, 0.3) * SAMPLE_RATE), bool(rng.random() < 0.5)
         while pos < n:
             speaker, factor, track = (a, fa, target) if speaker_a else (b, fb, other)
             clip, ids, _ = self.utterances(speaker, factor, int(rng.uniform(0.8, 2.0) * SAMPLE_RATE), rng,
-                                           set(used) if speaker_a else set())
+                                           set(used) | reserved if speaker_a else set())
             if speaker_a:
                 used.extend(ids)
             end = min(n, pos + len(clip))

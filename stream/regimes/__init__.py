@@ -8,11 +8,13 @@ from samstream.stream.processor import ChunkProcessor
 
 
 def make_processor(model: str = "tiny", text_encoder: str | os.PathLike | None = None, window_s: float = 10.0,
-                   hop_s: float = 1.0, lookahead_s: float = 0.5, steps: int | None = None) -> ChunkProcessor:
-    """`tiny` -> block-causal embedded model; a SAM Audio checkpoint directory -> sliding-window regime."""
+                   hop_s: float = 1.0, lookahead_s: float = 0.5, steps: int | None = None,
+                   speech_expert: bool = True) -> ChunkProcessor:
+    """`tiny` -> block-causal default model (`speech_expert=False`: its networks alone); a SAM Audio checkpoint
+    directory -> sliding-window regime."""
     from samstream.model.registry import load_separator
 
-    separator = load_separator(model, text_encoder)
+    separator = load_separator(model, text_encoder, speech_expert=speech_expert)
     from samstream.model.separator import SAMAudioSeparator
 
     if isinstance(separator, SAMAudioSeparator):

@@ -1,9 +1,9 @@
-"""Block-causal streaming: the embedded default model (and any model trained chunk-causal).
+"""Block-causal streaming: the default model (model/composite.py) and its parts, or any model trained chunk-causal.
 
-Attention is causal over chunks; past chunks are represented by keys/values cached when they were
-committed, so each step costs one chunk whatever the stream length, and streaming output equals the
-model's offline causal run sample for sample (the model owns that state: `EmbeddedSeparator.stream_step`).
-This adapter only maps the engine's `ChunkProcessor` seam onto it.
+Each step costs one chunk whatever the stream length (past chunks live in cached keys/values, recurrent states
+and delay lines), and streaming output equals the model's offline run sample for sample: the model owns that
+state (`init_stream`, `set_prompt`, `stream_step`, e.g. `CompositeSeparator`, `EmbeddedSeparator`). This adapter
+only maps the engine's `ChunkProcessor` seam onto it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-from samstream.model.embedded import EmbeddedSeparator, StreamState
 from samstream.model.errors import PromptError
 from samstream.stream.processor import Prompt
 
@@ -24,25 +23,25 @@ def _check_prompt(prompt: Prompt) -> None:
 
 
 class BlockCausalProcessor:
-    def __init__(self, separator: EmbeddedSeparator):
+    """`separator`: anything with the block-causal streaming API (sample_rate, chunk_samples, delay_samples,
+    config.steps, init_stream, set_prompt, stream_step)."""
+
+    def __init__(self, separator):
         self.separator = separator
         self.sample_rate = separator.sample_rate
         self.hop_samples = separator.chunk_samples
         self.delay_samples = separator.delay_samples
         self.max_steps = separator.config.steps
 
-    def init_state(self, prompt: Prompt) -> StreamState:
+    def init_state(self, prompt: Prompt):
         _check_prompt(prompt)
         return self.separator.init_stream(prompt.text, prompt.spans, prompt.example)
 
-    def set_prompt(self, state: StreamState, prompt: Prompt) -> None:
+    def set_prompt(self, state, prompt: Prompt) -> None:
         _check_prompt(prompt)
-        # Cached context keys/values keep the old prompt's influence until they slide out of the attention
-        # window; the session crossfades from the old separation meanwhile.
-        fresh = self.separator.init_stream(prompt.text, prompt.spans, prompt.example)
-        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+        self.separator.set_prompt(state, prompt.text, prompt.spans, prompt.example)
 
-    def process(self, states: list[StreamState], hops: np.ndarray, steps: int) -> np.ndarray:
+    def process(self, states: list, hops: np.ndarray, steps: int) -> np.ndarray:
         return self.separator.stream_step(states, hops, steps).astype(np.float32, copy=False)
 
     def flush_hops(self) -> int:
