@@ -142,20 +142,19 @@ class CompositeSeparator:
         if branch == GENERAL:
             return self.general.init_stream(prompt, spans, example)
         if branch == VOICE:
-            return self.voice.init_stream(self.voice_prompt(route, example))
+            # The picker's prompt: the enrollment clip's speaker embedding and/or the gender's canonical wording.
+            text = canonical(route.target_class) if route.gender else None
+            return self.voice.init_stream(text, speaker=self.speaker_embedding(example))
         return None
 
-    def voice_prompt(self, route: Route, example) -> torch.Tensor:
-        """The picker's prompt vector: the enrollment clip's speaker embedding and/or the gender's wording."""
+    def speaker_embedding(self, example) -> np.ndarray | None:
+        if example is None:
+            return None
         from samstream.model.speaker_encoder import load_speaker_encoder
 
-        speaker = None
-        if example is not None:
-            clip, rate = example if isinstance(example, tuple) else (example, self.sample_rate)
-            clip = polyphase_resample(to_mono(clip).numpy(), check_sample_rate(rate), self.sample_rate)
-            speaker = load_speaker_encoder().embed_utterance(clip)
-        text = canonical(route.target_class) if route.gender else None
-        return self.voice.prompt_vector(text, speaker=speaker)
+        clip, rate = example if isinstance(example, tuple) else (example, self.sample_rate)
+        clip = polyphase_resample(to_mono(clip).numpy(), check_sample_rate(rate), self.sample_rate)
+        return load_speaker_encoder().embed_utterance(clip)
 
     # -- streaming ----------------------------------------------------------------------------------------
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
@@ -189,8 +188,8 @@ class CompositeSeparator:
             example = (example, example_rate or self.sample_rate)
         branch, route = self.plan(prompt, spans, example)
         if branch == state.branch == GENERAL:
-            # Cached context keys/values keep the old prompt's influence until they slide out of the window;
-            # the session crossfades from the old separation meanwhile.
+            # The general separator's own context (cached keys/values, recurrent state) carries on; the session
+            # crossfades from the old separation meanwhile.
             self.general.set_prompt(state.branch_state, prompt, spans, example)
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_frames, validate_span
+from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
+from samstream.model.polyphase import polyphase_resample
 from samstream.model.stft import (StftStream, active_frames, analysis_frames, clip_spectra, log_magnitude,
                                   overlap_add, synthesis_frames, with_lookahead)
 
@@ -296,7 +298,8 @@ class MaskNetState:
 
 
 class MaskNetSeparator:
-    """Offline and chunk-step streaming API of a `MaskNet` (the same shape as `EmbeddedSeparator`'s)."""
+    """Offline and chunk-step streaming API of a `MaskNet` (the same shape as `EmbeddedSeparator`'s; `steps` is
+    accepted and ignored: one network pass per chunk)."""
 
     def __init__(self, model: MaskNet, text_vectors=None):
         self.model = model.eval()
@@ -316,7 +319,8 @@ class MaskNetSeparator:
 
     @torch.inference_mode()
     def prompt_vector(self, prompt: str | None = None, example=None, speaker: np.ndarray | None = None) -> torch.Tensor:
-        """[1, cond_dim]. `example` is a clip at the model rate; `speaker` a speaker embedding."""
+        """[1, cond_dim]. `example` is a clip at the model rate or a (clip, rate) pair; `speaker` a speaker
+        embedding (for networks conditioned on one)."""
         c = self.config
         cond = Conditioning()
         if prompt is not None and c.text_dim:
@@ -327,9 +331,10 @@ class MaskNetSeparator:
             cond.speaker = torch.as_tensor(np.asarray(speaker, np.float32))[None]
             cond.speaker_valid = torch.ones(1, dtype=torch.bool)
         if example is not None and c.example:
-            clip = torch.as_tensor(np.asarray(example, np.float32))[None]
-            cond.example, cond.example_lengths = clip, torch.tensor([clip.shape[1]])
-            cond.example_valid = torch.ones(1, dtype=torch.bool)
+            clip, rate = example if isinstance(example, tuple) else (example, self.sample_rate)
+            clip = polyphase_resample(to_mono(clip).numpy(), check_sample_rate(rate), self.sample_rate)
+            cond.example = torch.from_numpy(clip)[None]
+            cond.example_lengths, cond.example_valid = torch.tensor([len(clip)]), torch.ones(1, dtype=torch.bool)
         return self.model.condition(cond, 1)
 
     def anchor_list(self, spans: Sequence[Span]) -> list[tuple[int, range]]:
@@ -350,22 +355,35 @@ class MaskNetSeparator:
 
     # -- offline --------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def separate_model_rate(self, wav: np.ndarray, prompt: torch.Tensor, spans: Sequence[Span] = ()) -> np.ndarray:
-        """Target [S] for a model-rate mono waveform [S], with a prompt vector from `prompt_vector`."""
+    def separate_model_rate(self, wav, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
+                            speaker: np.ndarray | None = None) -> np.ndarray:
+        """Target [S] for a model-rate mono waveform [S] (the offline causal run)."""
         wav = torch.as_tensor(np.asarray(wav, np.float32))
         frames = -(-(len(wav) + self.config.n_fft - self.config.hop) // self.config.hop)
         anchors = self.anchor_ids(self.anchor_list(spans), 0, frames)[None]
-        return self.model.separate_waveform(wav[None], anchors, prompt)[0].numpy()
+        vector = self.prompt_vector(prompt, example, speaker)
+        return self.model.separate_waveform(wav[None], anchors, vector)[0].numpy()
 
     # -- streaming ------------------------------------------------------------------------------------------
-    def init_stream(self, prompt: torch.Tensor, spans: Sequence[Span] = ()) -> MaskNetState:
+    def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
+                    example_rate: int | None = None, speaker: np.ndarray | None = None) -> MaskNetState:
+        if prompt is None and not spans and example is None and speaker is None:
+            raise PromptError("give a prompt: text, a time span, an audio example or a speaker embedding")
+        if example is not None and not isinstance(example, tuple):
+            example = (example, example_rate or self.sample_rate)
         c = self.config
-        return MaskNetState(prompt=prompt, anchors=self.anchor_list(spans),
+        return MaskNetState(prompt=self.prompt_vector(prompt, example, speaker), anchors=self.anchor_list(spans),
                             stft=StftStream(c.n_fft, c.hop, c.lookahead_frames),
                             mixture_delay=np.zeros(self.delay_samples, np.float32))
 
+    def set_prompt(self, state: MaskNetState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
+                   example_rate: int | None = None, speaker: np.ndarray | None = None) -> None:
+        """A new prompt from the next chunk on; the recurrent state carries on (the engine crossfades)."""
+        fresh = self.init_stream(prompt, spans, example, example_rate, speaker)
+        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+
     @torch.inference_mode()
-    def stream_step(self, states: list[MaskNetState], chunk: np.ndarray) -> np.ndarray:
+    def stream_step(self, states: list[MaskNetState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
         """[N, chunk_samples] -> [N, 2, chunk_samples] (target, residual), delayed by `delay_samples`."""
         c = self.config
         chunk = np.asarray(chunk, dtype=np.float32)

