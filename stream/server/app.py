@@ -21,6 +21,7 @@ import logging
 import mimetypes
 import secrets
 import signal
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -39,14 +40,21 @@ log = logging.getLogger("samstream.server")
 
 
 class SeparationServer:
-    def __init__(self, processor: ChunkProcessor, config: ServerConfig, model_name: str, **batcher_options) -> None:
-        """`batcher_options` go to the `Batcher` (e.g. realtime_budget_s); one batch holds every session."""
+    def __init__(self, processor: ChunkProcessor, config: ServerConfig, model_name: str, batcher: Batcher | None = None,
+                 **batcher_options) -> None:
+        """`batcher_options` go to the `Batcher` (e.g. realtime_budget_s); one batch holds every session.
+        `batcher`: serve through this one instead, e.g. the Ray front's stand-in (stream/cluster/front.py)."""
         config.check()
         self.config = config
         self.model_name = model_name
         self.model_rate = processor.sample_rate
-        batcher_options.setdefault("max_batch", config.max_sessions)
-        self.batcher = Batcher(processor, max_frame_s=config.max_frame_s, **batcher_options)
+        if batcher is None:
+            batcher_options.setdefault("max_batch", config.max_sessions)
+            batcher = Batcher(processor, max_frame_s=config.max_frame_s, **batcher_options)
+        self.batcher = batcher
+        # More /health fields and /metrics text from whoever drives the server (the Ray front's per-replica figures).
+        self.health_sources: list[Callable[[], dict]] = []
+        self.metrics_sources: list[Callable[[], str]] = []
         self.metrics = ServerMetrics()
         self.sessions: dict[str, StreamHandle] = {}
         self.connections: set[Connection] = set()
@@ -183,6 +191,8 @@ class SeparationServer:
             health = {"ok": not self._shutting_down, "model": self.model_name, "protocol": PROTOCOL,
                       "sessions": len(self.sessions), "max_sessions": self.config.max_sessions,
                       "connections": len(self.connections), "level": self.batcher.level}
+            for source in self.health_sources:
+                health.update(source())
             status = http.HTTPStatus.SERVICE_UNAVAILABLE if self._shutting_down else http.HTTPStatus.OK
             return http_response(status, json.dumps(health).encode(), "application/json")
         if path == "/metrics":
@@ -190,6 +200,7 @@ class SeparationServer:
                 return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or wrong token")
             text = self.metrics.render(self.model_name, [h.metrics for h in self.sessions.values()],
                                        self.batcher.level, self.config.max_sessions)
+            text += "".join(source() for source in self.metrics_sources)
             return http_response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         return await self._static(path)
 
