@@ -13,6 +13,9 @@ apt_pkgs=(libsndfile1 libportaudio2)
 # a private network namespace (iproute2, util-linux); headless Firefox plays audio only through a sound
 # server, so it gets a private PulseAudio with a null sink (pulseaudio).
 [ $want_test = 1 ] && apt_pkgs+=(chromium firefox-esr pulseaudio iproute2 util-linux)
+# Real recordings for the quality tests of the default model: read speech (pocketsphinx-testdata, ~2 MB) and
+# everyday sounds (sound-theme-freedesktop); tests never download anything themselves.
+[ $want_test = 1 ] && apt_pkgs+=(pocketsphinx-testdata sound-theme-freedesktop)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
