@@ -28,7 +28,8 @@ from torch import nn
 
 from samstream.model.errors import ModelLoadError
 from samstream.model.judge import Judge, JudgeConfig, SAMAudioJudge
-from samstream.model.loading import key_problems, read_config, read_state_dict, rebuild_buffers
+from samstream.model.loading import (key_problems, read_config, read_state_dict, rebuild_buffers,
+                                     resolve_model_directory)
 from samstream.model.modernbert import ModernBertConfig, text_tower_shapes
 from samstream.model.span_predictor import PEAudioFrame, PEAudioFrameConfig, SpanPredictor
 
@@ -176,6 +177,12 @@ def load_judge(directory: str | os.PathLike, dtype: torch.dtype | None = None,
     return load_side_model(directory, JUDGE, dtype, device)
 
 
+def is_judge_directory(directory: Path) -> bool:
+    """Whether a directory's config.json is a SAM Audio Judge's (it has the Judge's own sections)."""
+    config = read_config(directory)
+    return "finetune_transformer" in config or "bottleneck_dim" in config
+
+
 class SideModels:
     """The side models a separator may use, each loaded on first use (thread-safe) and then kept.
 
@@ -226,3 +233,13 @@ class SideModels:
             if self._judge is None:
                 self._judge = self._load(JUDGE, self.judge_dir)
             return self._judge
+
+
+def side_models_for(model: str | os.PathLike, span_predictor_dir: str | os.PathLike | None = None,
+                    judge_dir: str | os.PathLike | None = None, **options) -> SideModels:
+    """The side models of a SAM Audio model named as on the command line (`--model DIR` or a hub id)."""
+    if str(model) in ("tiny", "random"):
+        raise ModelLoadError("span prediction and the Judge belong to SAM Audio checkpoints: pass --model DIR with "
+                             f"a SAM Audio model directory (not {model!r})")
+    directory = resolve_model_directory(model)
+    return SideModels(directory, read_config(directory), span_predictor_dir, judge_dir, **options)

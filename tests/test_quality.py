@@ -102,7 +102,8 @@ def test_a_slow_judge_skips_turns_and_never_blocks_the_audio():
     started = time.perf_counter()
     session.push(np.zeros(3 * RATE, np.float32))
     assert time.perf_counter() - started < 5.0  # the 30 s Judge call runs beside the stream
-    assert len(judge.calls) == 1 and session.quality.skipped >= 10
+    wait_for(lambda: len(judge.calls) == 1)  # the one job in flight; every later turn was skipped
+    assert session.quality.skipped >= 10
     judge.release.set()
     wait_for(lambda: session.metrics.quality is not None)
     assert session.metrics.quality["skipped"] >= 10
@@ -118,7 +119,9 @@ def test_prompt_without_text_and_prompt_changes():
     assert judge.calls == [] and session.metrics.quality is None  # the Judge needs text to score against
     monitor = QualityMonitor(judge, RATE, QualityConfig(interval_s=0.5, window_s=0.5))
     session = StreamSession(HalfProcessor(delay=0), RATE, Prompt(text="a"), quality_monitor=monitor)
-    session.push(np.zeros(RATE, np.float32))
+    for _ in range(10):
+        session.push(np.zeros(RATE // 10, np.float32))
+        wait_for(lambda: not session.quality._busy)
     session.set_prompt(Prompt(text="b"))
     session.push(np.zeros(RATE // 2 - 1600, np.float32))  # less than a fresh window since the change
     monitor.close()
@@ -143,3 +146,97 @@ def test_real_judge_through_the_monitor_equals_a_direct_call(tmp_path):
     expected = judge.score([torch.from_numpy(mixture[:200])], [torch.from_numpy(target[:200])], ["dog barking"])[0]
     assert metrics.quality["overall"] == pytest.approx(expected.overall, abs=1e-4)
     assert metrics.quality["window_end_s"] == 1.0
+
+
+async def test_websocket_metrics_reply_carries_the_score():
+    """serve --quality-interval: the monitor rides in the batcher options; the `metrics` reply shows the score."""
+    import asyncio
+
+    from samstream.clients.ws_client import SeparationClient
+    from samstream.stream.server.app import SeparationServer
+    from samstream.stream.server.ops import ServerConfig
+
+    judge = FakeJudge()
+    monitor = QualityMonitor(judge, RATE, QualityConfig(interval_s=0.3, window_s=0.3))
+    server = SeparationServer(HalfProcessor(), ServerConfig(port=0), model_name="half", realtime_budget_s=1e6,
+                              quality_monitor=monitor)
+    await server.start()
+    try:
+        async with await SeparationClient.connect(f"ws://127.0.0.1:{server.port}") as client:
+            await client.start(RATE, text="dog barking")
+            before = await client.metrics()
+            for start in range(0, RATE, 1600):
+                await client.send_audio(np.full(1600, 0.1, np.float32))
+                await client.receive_audio()
+            for _ in range(100):
+                metrics = await client.metrics()
+                if metrics["quality"] is not None:
+                    break
+                await asyncio.sleep(0.05)
+            await client.flush()
+    finally:
+        await server.shutdown()
+        monitor.close()
+    assert before["quality"] is None
+    assert metrics["quality"]["overall"] == 3.0 and metrics["quality"]["prompt"] == "dog barking"
+    assert metrics["quality"]["window_s"] == 0.3
+
+
+def test_browser_page_shows_the_score(tmp_path):
+    """clients/web/app.js's showJudgeScore, run by node against stub cells."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    source = (Path(__file__).parents[1] / "clients" / "web" / "app.js").read_text()
+    start = source.index("function showJudgeScore")
+    function = source[start:source.index("\n}\n", start) + 3]
+    script = function + """
+const cells = {"m-judge": {textContent: "", title: ""}};
+function $(id) { return cells[id]; }
+const shown = [];
+for (const quality of [null, {error: "boom"}, {overall: 3.456, recall: 3.1, precision: 3.8, faithfulness: 4.0,
+                                              window_end_s: 12.3, window_s: 5}]) {
+  showJudgeScore(quality);
+  shown.push([cells["m-judge"].textContent, cells["m-judge"].title]);
+}
+console.log(JSON.stringify(shown));
+"""
+    (tmp_path / "check.js").write_text(script)
+    shown = json.loads(subprocess.run([node, str(tmp_path / "check.js")], capture_output=True, text=True,
+                                      check=True, timeout=30).stdout)
+    assert shown[0][0] == "—" and shown[1][0] == "error"
+    assert shown[2] == ["3.46 at 12 s", "recall 3.10, precision 3.80, faithfulness 4.00 over 5 s of output"]
+
+
+def test_serve_loads_only_the_side_models_its_flags_ask_for(parity_dir, tmp_path):
+    """`samstream serve --predict-spans --quality-interval S` on a SAM Audio directory (clients/cli/serve.py)."""
+    import argparse
+
+    from fixtures.side_models import sam_directory_with_side_models
+    from samstream.clients.cli.serve import attach_side_models
+    from samstream.model.errors import PromptError
+    from samstream.model.registry import load_separator
+    from samstream.stream.regimes.sliding_window import SlidingWindowProcessor, WindowConfig
+
+    directory = sam_directory_with_side_models(parity_dir, tmp_path / "sam")
+    processor = SlidingWindowProcessor(load_separator(str(directory), progress=False),
+                                       WindowConfig(window_frames=60, hop_frames=10, lookahead_frames=20))
+    flags = dict(model=str(directory), span_predictor=None, judge=None, quality_window=2.0)
+    lines = []
+    assert attach_side_models(processor, argparse.Namespace(**flags, predict_spans=False, quality_interval=0.0),
+                              lines.append) == {}
+    assert processor.span_predictor is None and lines == []  # nothing asked for, nothing loaded
+    options = attach_side_models(processor, argparse.Namespace(**flags, predict_spans=True, quality_interval=3.0),
+                                 lines.append)
+    assert processor.span_predictor is not None and len(lines) == 2
+    monitor = options["quality_monitor"]
+    assert monitor.config == QualityConfig(interval_s=3.0, window_s=2.0) and monitor.model_rate == 200
+    monitor.close()
+    with pytest.raises(PromptError, match="need a SAM Audio checkpoint"):
+        attach_side_models(HalfProcessor(), argparse.Namespace(**flags, predict_spans=True, quality_interval=0.0),
+                           lines.append)

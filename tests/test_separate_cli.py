@@ -185,3 +185,40 @@ def test_separate_with_video_and_mask(tmp_path, vision_model_dir, parity_dir):
     assert rate == 16000 and target.shape == (16000,) and np.isfinite(target).all()
     refused = run_cli(*args, "--model", str(parity_dir))
     assert refused.returncode == 2 and "has no vision encoder" in refused.stderr and "Traceback" not in refused.stderr
+
+
+# -- SAM Audio's side models: span prediction and best-of-K reranking --------------------------------------------
+
+def test_predict_spans_and_candidates_on_the_extras_models(tmp_path, parity_dir):
+    """The parity model with a tiny T5, the extras' PE-A-Frame and Judge beside it, as users lay them out."""
+    from fixtures.side_models import sam_directory_with_side_models
+
+    model = sam_directory_with_side_models(parity_dir, tmp_path / "sam")
+    source = tmp_path / "in.wav"
+    sf.write(source, tone(16000, 1.3), 16000)
+    result = run_cli("separate", str(source), "--prompt", "music", "--predict-spans", "--candidates", "2",
+                     "-o", str(tmp_path / "out"), "--model", str(model), "--steps", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["predicted_spans"] and all(sign == "+" for sign, _, _ in summary["predicted_spans"])
+    assert len(summary["candidate_scores"]) == 2 and "kept candidate" in result.stdout
+    # Each side model is reported once, with its memory, when it loads.
+    assert result.stderr.count("PE-A-Frame span predictor: 0.3 M parameters") == 1
+    assert result.stderr.count("SAM Audio Judge: 0.4 M parameters") == 1
+
+
+def test_missing_side_model_is_a_clear_error(tmp_path, parity_dir, capsys):
+    from fixtures.side_models import sam_directory_with_side_models
+    from samstream.clients.cli import main
+
+    model = sam_directory_with_side_models(parity_dir, tmp_path / "sam", span_predictor=False, judge=False)
+    source = tmp_path / "in.wav"
+    sf.write(source, tone(16000, 1.0), 16000)
+    assert main(["separate", str(source), "--prompt", "music", "--predict-spans", "-o", str(tmp_path / "out"),
+                 "--model", str(model)]) == 2
+    error = capsys.readouterr().err
+    assert "PE-A-Frame span predictor is needed but was not found" in error
+    assert str(model / "pe-a-frame-large") in error and "--span-predictor DIR" in error
+    assert main(["separate", str(source), "--prompt", "music", "--candidates", "2", "-o", str(tmp_path / "out"),
+                 "--model", "tiny"]) == 2
+    assert "need a SAM Audio checkpoint" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from samstream.model.audio import resample
 from samstream.model.components import SideModels
 from samstream.model.errors import PromptError
 from samstream.model.registry import load_separator
+from samstream.model.sampling import SolverConfig
 from samstream.model.span_predictor import frames_to_seconds, runs
 
 RATE = 16000
@@ -26,6 +27,7 @@ def sam_dir(parity_dir, tmp_path_factory):
 def separator(sam_dir):
     separator = load_separator(str(sam_dir), progress=False)
     separator.side_models = SideModels(sam_dir)
+    separator.solver = SolverConfig("midpoint", 2)  # the plumbing is under test, not the sampler
     return separator
 
 

@@ -19,6 +19,7 @@ from samstream.model.errors import UserFacingError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "separate": ("samstream.clients.cli.separate", "separate an audio file offline (target + residual)"),
+    "judge": ("samstream.clients.cli.judge", "score a separation with the SAM Audio Judge (no reference needed)"),
     "bench": ("samstream.clients.cli.bench", "measure speed and memory (prints figures; --json for JSON)"),
     "serve": ("samstream.clients.cli.serve", "live separation server: WebSocket protocol, /health, /metrics"),
     "stream": ("samstream.clients.cli.stream_file", "stream a file through a running server (target + residual)"),

@@ -5,6 +5,11 @@ array) marking the object in the video's frames; it is applied to every frame (a
 gives one mask per frame). `--video` defaults to the input file itself; without `--mask` its frames are
 taken as already masked. `--mask-marks keep` (default) keeps the marked object and blacks out the rest;
 `blackout` blacks out the marked pixels, the literal rule of the official `processor.mask_videos`.
+
+SAM Audio's side models (each loaded only when asked for, from its own directory or a sub-directory of
+the model directory; docs/sam_audio.md): `--predict-spans` turns the text prompt into "+" spans with
+PE-A-Frame, as the official pipeline does; `--candidates K` separates K times with different noise and
+keeps the SAM Audio Judge's favourite (K times the cost of one separation, plus the Judge).
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="ODE steps (default: the model's)")
     parser.add_argument("--method", choices=["midpoint", "euler"], help="ODE solver (SAM Audio default: midpoint)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--predict-spans", action="store_true",
+                        help="SAM Audio: predict where the text prompt sounds (PE-A-Frame) and prompt with those "
+                             "spans; ignored when --span is given, as in the official pipeline")
+    parser.add_argument("--candidates", type=int, default=1, metavar="K",
+                        help="SAM Audio: separate K times with different noise and keep the SAM Audio Judge's best "
+                             "(K times slower; default 1)")
+    parser.add_argument("--span-predictor", metavar="DIR",
+                        help="PE-A-Frame directory (default: $SAMSTREAM_SPAN_PREDICTOR_DIR or inside the model "
+                             "directory)")
+    parser.add_argument("--judge", metavar="DIR",
+                        help="SAM Audio Judge directory (default: $SAMSTREAM_JUDGE_DIR or inside the model directory)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -53,13 +69,24 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(separator, SAMAudioSeparator):
         default = separator.solver
         options = dict(solver=SolverConfig(args.method or default.method, args.steps or default.steps),
-                       seed=args.seed, progress=True)
+                       seed=args.seed, progress=True, predict_spans=args.predict_spans,
+                       candidates=args.candidates)
+        if args.predict_spans or args.candidates > 1:
+            import sys
+
+            from samstream.model.components import side_models_for
+
+            separator.side_models = side_models_for(args.model, args.span_predictor, args.judge,
+                                                    report=lambda line: print(line, file=sys.stderr))
         if video is not None:
             options["masked_video"] = read_visual_prompt(separator, video, args.mask, args.mask_marks,
                                                          audio.shape[-1] / rate)
     elif video is not None:
         raise PromptError("visual prompts need a SAM Audio checkpoint with its vision encoder (--model DIR); "
                           f"the {args.model!r} model has none")
+    elif args.predict_spans or args.candidates > 1:
+        raise PromptError(f"--predict-spans and --candidates need a SAM Audio checkpoint (--model DIR); the "
+                          f"{args.model!r} model has no span predictor or Judge")
     elif args.steps:
         options = dict(steps=args.steps)
     result = separator.separate(audio, rate, prompt=args.prompt, spans=args.span, **options)
@@ -70,6 +97,15 @@ def run(args: argparse.Namespace) -> int:
     summary = {"target": str(out / "target.wav"), "residual": str(out / "residual.wav"),
                "sample_rate": result.sample_rate, "samples": int(result.target.shape[-1])}
     print(f"wrote {summary['target']} and {summary['residual']} ({summary['samples']} samples at {rate} Hz)")
+    if getattr(result, "predicted_spans", None) is not None:
+        summary["predicted_spans"] = [list(span) for span in result.predicted_spans]
+        print("predicted spans: " + (", ".join(f"{s}:{a:.2f}-{b:.2f}" for s, a, b in result.predicted_spans)
+                                     or "none (the predictor found the prompt nowhere)"))
+    if getattr(result, "candidate_scores", None) is not None:
+        summary["candidate_scores"] = result.candidate_scores
+        best = max(range(len(result.candidate_scores)), key=result.candidate_scores.__getitem__)
+        print("Judge overall per candidate: " + ", ".join(f"{s:.3f}" for s in result.candidate_scores)
+              + f" (kept candidate {best})")
     if args.json:
         print(json.dumps(summary))
     return 0

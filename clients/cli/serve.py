@@ -1,7 +1,12 @@
 """`samstream serve [--model tiny|DIR] [--host 127.0.0.1] [--port 8765] [--token T] [--max-sessions N]
 [--allowed-origin O ...] [--static DIR]`: the live separation server: the WebSocket
 protocol samstream.v1 (docs/protocol.md) with WebRTC signalling on the same socket (docs/webrtc.md),
-/health, /metrics and the browser client. Stops gracefully on SIGINT/SIGTERM: open sessions get their tail and `end`."""
+/health, /metrics and the browser client. Stops gracefully on SIGINT/SIGTERM: open sessions get their tail and `end`.
+
+With a SAM Audio checkpoint: `--predict-spans` predicts "+" spans per window for text prompts without spans
+(PE-A-Frame, with hysteresis across windows); `--quality-interval S` scores each session's last
+`--quality-window` seconds with the SAM Audio Judge every S seconds of audio, on a background thread, and
+reports the scores in its metrics (WebSocket `metrics` replies, the browser page)."""
 
 from __future__ import annotations
 
@@ -31,6 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for the model (default 1: on a shared 2-core machine two threads "
                              "made a batch-1 step ~50x slower than one)")
+    parser.add_argument("--predict-spans", action="store_true",
+                        help="SAM Audio: predict spans of text prompts per window with PE-A-Frame")
+    parser.add_argument("--quality-interval", type=float, default=0.0, metavar="S",
+                        help="SAM Audio: score each session with the SAM Audio Judge every S seconds of audio "
+                             "(off the audio path; 0: never, the default)")
+    parser.add_argument("--quality-window", type=float, default=5.0, metavar="S",
+                        help="seconds of output the live Judge score covers (default 5)")
+    parser.add_argument("--span-predictor", metavar="DIR", help="PE-A-Frame directory (default: inside the model "
+                                                                "directory or $SAMSTREAM_SPAN_PREDICTOR_DIR)")
+    parser.add_argument("--judge", metavar="DIR", help="SAM Audio Judge directory (default: inside the model "
+                                                       "directory or $SAMSTREAM_JUDGE_DIR)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the start-up run that loads the text encoder before clients arrive")
 
@@ -58,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     config.check()  # before loading the model: a refused setting should not cost a model load
     torch.set_num_threads(args.threads)
     processor = load_processor(args.model, args.text_encoder)
+    batcher_options = attach_side_models(processor, args, lambda line: log.info(line))
 
     async def serve() -> None:
-        server = SeparationServer(processor, config, model_name=args.model)
+        server = SeparationServer(processor, config, model_name=args.model, **batcher_options)
         WebRTCService(server)  # webrtc_offer / webrtc_candidate / webrtc_ping on the same socket (docs/webrtc.md)
         if not args.no_warmup:
             # The first text prompt loads the text encoder on the batcher's thread (~12 s), which would stall
@@ -77,6 +94,27 @@ def run(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def attach_side_models(processor, args: argparse.Namespace, report) -> dict:
+    """Load the side models the flags ask for (and only those), give the span predictor to the processor, and
+    return the batcher options (the live Judge monitor)."""
+    if not (args.predict_spans or args.quality_interval):
+        return {}
+    from samstream.model.components import side_models_for
+    from samstream.model.errors import PromptError
+    from samstream.stream.quality import QualityConfig, QualityMonitor
+    from samstream.stream.regimes.sliding_window import SlidingWindowProcessor
+
+    if not isinstance(processor, SlidingWindowProcessor):
+        raise PromptError("--predict-spans and --quality-interval need a SAM Audio checkpoint (--model DIR)")
+    side = side_models_for(args.model, args.span_predictor, args.judge, report=report)
+    if args.predict_spans:
+        processor.use_span_predictor(side.span_predictor())
+    if not args.quality_interval:
+        return {}
+    config = QualityConfig(interval_s=args.quality_interval, window_s=args.quality_window)
+    return {"quality_monitor": QualityMonitor(side.judge(), processor.sample_rate, config)}
 
 
 def load_processor(model: str, text_encoder: str | None = None):

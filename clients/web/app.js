@@ -431,12 +431,25 @@ function onControlMessage(message) {
     $("m-level").textContent = ["full", "fewer steps", "pass-through"][message.level] || String(message.level);
     $("m-level").className = message.degraded ? "degraded" : "";
     $("m-time").textContent = `${message.stream_s.toFixed(1)} s`;
+    showJudgeScore(message.quality);
     showPrompt(message.prompt);
   } else if (message.type === "prompt") {
     showPrompt(message.prompt);
   } else if (message.type === "error") {
     showError(`server: ${message.message}`);
   }
+}
+
+// The live SAM Audio Judge score (null unless the server runs with --quality-interval): overall, 1-5.
+function showJudgeScore(quality) {
+  const cell = $("m-judge");
+  if (!quality || quality.overall === undefined) {
+    cell.textContent = quality && quality.error ? "error" : "—";
+    return;
+  }
+  cell.textContent = `${quality.overall.toFixed(2)} at ${quality.window_end_s.toFixed(0)} s`;
+  cell.title = `recall ${quality.recall.toFixed(2)}, precision ${quality.precision.toFixed(2)}, ` +
+    `faithfulness ${quality.faithfulness.toFixed(2)} over ${quality.window_s} s of output`;
 }
 
 function showPrompt(prompt) {

@@ -149,11 +149,9 @@ class SlidingWindowProcessor:
                  span_predictor: SpanPredictor | None = None):
         """`span_predictor`: predict "+" spans for text prompts that carry no spans (PE-A-Frame)."""
         self.separator = separator
-        self.span_predictor = span_predictor
+        self.span_predictor = None
         if span_predictor is not None:
-            frame_seconds = separator.hop / separator.sample_rate
-            if abs(span_predictor.seconds_per_frame - frame_seconds) > 1e-9:
-                raise PromptError("the span predictor and the SAM Audio model have different frame rates")
+            self.use_span_predictor(span_predictor)
         self.span_seconds = 0.0  # time spent predicting spans, and in how many windows (the cost per window)
         self.span_windows = 0
         self.model = separator.model
@@ -177,6 +175,15 @@ class SlidingWindowProcessor:
             self._video_term = self.model.align_masked_video(video)[0, 0]  # what the reference adds without video
             anchors = self.model.embed_anchors
             self._anchor_rows = anchors.gate.tanh() * anchors.proj(anchors.embed.weight)  # [4, D] per token
+
+    def use_span_predictor(self, span_predictor: SpanPredictor) -> None:
+        frame_seconds = self.separator.hop / self.separator.sample_rate
+        if abs(span_predictor.seconds_per_frame - frame_seconds) > 1e-9:
+            raise PromptError("the span predictor and the SAM Audio model have different frame rates")
+        if span_predictor.latent_channels != self.separator.model.config.latent_channels:
+            raise PromptError(f"the span predictor reads {span_predictor.latent_channels}-channel latents but this "
+                              f"SAM Audio model makes {self.separator.model.config.latent_channels}")
+        self.span_predictor = span_predictor
 
     @property
     def _dtype(self) -> torch.dtype:

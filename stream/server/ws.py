@@ -512,6 +512,7 @@ class Connection:
             "degraded_s": {"fewer_steps": metrics.degraded_s[FEWER_STEPS],
                            "pass_through": metrics.degraded_s[PASS_THROUGH]},
             "sessions": len(self.server.sessions),
+            "quality": metrics.quality,  # the latest live Judge score (serve --quality-interval), else null
         }
 
     async def _push_metrics(self, stream: _Stream, interval: float) -> None:
