@@ -5,10 +5,10 @@ Behaviour, compared with the official `from_pretrained`:
   from the checkpoint's tensor shapes;
 - loading is strict: every expected key must be present with the expected shape, and nothing else,
   except the prefixes the official loader skips (text_encoder, visual_ranker, text_ranker,
-  span_predictor) and `vision_encoder.model.*` (PE-Core), which is set aside with a message because
-  visual prompting needs a PE-Core implementation we do not ship;
-- rankers and the span predictor are never built (the official loader builds them all and runs out of
-  memory on 16-32 GB cards);
+  span_predictor); of `vision_encoder.model.*` (PE-Core CLIP, optional) the visual tower is loaded and the
+  text tower, which SAM Audio never runs, is checked and dropped;
+- rankers and the span predictor are not built here (the official loader builds them all and runs out of
+  memory on 16-32 GB cards): model/components.py loads each from its own directory when a call needs it;
 - the model is built on the meta device and the checkpoint tensors are assigned, so a 3B checkpoint
   does not cost twice its size in RAM.
 """

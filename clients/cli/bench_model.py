@@ -5,6 +5,8 @@ Configurations: `parity` (the shared test model, 200 Hz codec), `tiny` (a small 
 codec), and the released sizes `small`, `base`, `large` (dims of ../shared/parity/keys_*.json; slow on a
 CPU, so not in the default set here; the default on a GPU). `--vision N` also times the PE-Core-L14-336
 vision tower (visual-mask prompts: one frame per latent frame, 25 frames per second of audio) on N frames.
+`--side-models` times the PE-A-Frame span predictor and the SAM Audio Judge (clients/cli/bench_side_models.py):
+the extras' small models and the real code-default sizes (default: both).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vision", type=int, default=0, metavar="FRAMES",
                         help="also time the PE-Core-L14-336 vision tower on this many 640x360 frames (0: skip)")
+    parser.add_argument("--side-models", default="extras,real", metavar="WHICH",
+                        help="span predictor and Judge: comma-separated of extras (small test models), real "
+                             "(code-default sizes, random weights), or none (default: extras,real)")
 
 
 PARITY_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "parity"
@@ -180,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
         results.append(row)
         print(f"vision  params {row['params'] / 1e6:8.1f} M  {row['ms_per_frame']:.0f} ms/frame  "
               f"{row['s_per_audio_s']:.2f} s per second of audio (25 frames)")
+    if args.side_models != "none":
+        from samstream.clients.cli.bench_side_models import bench_side_models, describe
+
+        for row in bench_side_models(args.side_models.split(","), args.seconds, args.repeats, device, dtype, timed):
+            results.append(row)
+            print(describe(row))
     report = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
               "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__, "results": results}
