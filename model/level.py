@@ -19,7 +19,7 @@ import numpy as np
 
 TARGET_DBFS = -25.0  # RMS working level (mixtures in training peak at -20..-1 dBFS, RMS about -35..-10)
 MAX_GAIN_DB = 50.0  # -75 dBFS and quieter is treated as silence, not lifted further
-MIN_GAIN_DB = -12.0
+MIN_GAIN_DB = -30.0
 MAX_SLEW_DB = 3.0  # per hop: a jump of the gain spreads over several hops
 ATTACK = 0.5  # share of a rise taken per hop
 RELEASE = 0.01  # share of a fall taken per hop (~3 s time constant at 32 ms hops)

@@ -26,7 +26,7 @@ VOCAL_CLASSES = ("singing", "laughter", "scream", "cough", "sneeze", "baby cryin
 MIN_SIMILARITY = 0.35
 
 USER_SPEECH_WORDINGS = {
-    "speech": ("my voice", "the person talking", "the person on the call", "voices", "conversation",
+    "speech": ("my voice", "the person talking", "voices", "conversation",
                "dialogue", "narration", "the speaker", "vocal speech", "una persona hablando", "voz humana",
                "une personne qui parle", "la voix", "eine person spricht", "die stimme", "una persona che parla",
                "uma pessoa falando"),
