@@ -41,7 +41,7 @@ from samstream.model.class_prompts import canonical
 from samstream.model.embedded import EmbeddedSeparator
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
-from samstream.model.polyphase import polyphase_resample
+from samstream.model.polyphase import polyphase_kernel, polyphase_resample
 from samstream.model.prompt_routing import PromptRouter, Route
 from samstream.model.separator import Separation
 
@@ -263,13 +263,18 @@ class CompositeSeparator:
 
     def separate(self, audio, sample_rate: int, prompt: str | None = None, spans: Sequence[Span] = (),
                  example=None, steps: int | None = None, progress: bool = False) -> Separation:
-        """Offline: the streaming path over the whole file, resampled as a stream is (the LL resampler)."""
+        """Offline: the streaming path over the whole file, resampled as a stream is (the LL resampler); the residual
+        is the input minus the target at the input's rate. A `StreamSession` of the same input gives the same
+        target and residual, delayed by its latency (tests/test_stream_offline.py)."""
         sample_rate = check_sample_rate(sample_rate)
         mono = to_mono(audio).numpy()
         if isinstance(example, np.ndarray) or torch.is_tensor(example):
             example = (example, sample_rate)
         wav = polyphase_resample(mono, sample_rate, self.sample_rate)
-        target = self.stream_file(wav, prompt, spans, example, steps)
+        # The resampler back reaches `half` model samples past each output: keep the separation of the silence
+        # after the end that far, as a stream has it, so the two agree to the last sample.
+        tail = polyphase_kernel(self.sample_rate, sample_rate)[1] + 1 if sample_rate != self.sample_rate else 0
+        target = self.stream_file(np.concatenate([wav, np.zeros(tail, np.float32)]), prompt, spans, example, steps)
         target = polyphase_resample(target, self.sample_rate, sample_rate)
         out = np.zeros(len(mono), np.float32)
         out[: min(len(mono), len(target))] = target[: len(mono)]

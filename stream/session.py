@@ -7,7 +7,9 @@ Data path (rates in brackets):
               ─► output ring [client] ─► pull
 
 Latency. Output sample n is the separation of input sample n − L, L = `latency_samples`, and the
-first L output samples are pre-roll zeros. L is fixed when the session opens and is the sum of
+first L output samples are pre-roll zeros (exactly: the output resampler's kernel reaches a few samples
+back in time from the first real output, and those samples, which answer no input, are zeroed). L is
+fixed when the session opens and is the sum of
   * the processor's algorithmic delay (`delay_samples`, model rate),
   * hop buffering (a hop is processed only once complete: up to hop − 1 samples),
   * both resamplers' worst-case hold-back (soxr releases its output in blocks, resample.py),
@@ -17,6 +19,14 @@ The output ring starts with enough zeros to cover the worst case of everything t
 once, so `push` always returns exactly as many samples as it was given. `flush` then returns the
 last L samples: over a whole stream the output is the L pre-roll zeros followed by exactly one
 output sample per input sample.
+
+Residual. When the processor's residual is by construction the mixture minus its target
+(`residual_is_complement`, the block-causal models), the session forms the residual at the client's
+rate from the client's own samples: residual[n] = input[n − L] − target[n]. So target + residual is
+the input exactly, delayed by L, including what lies above the model's band (a 48 kHz client's 8–24
+kHz), and the stream equals an offline run that resamples only the target (e.g.
+`CompositeSeparator.separate`). Other processors' residuals (SAM Audio generates both) are resampled
+like the target.
 
 Two ways to drive it. Synchronously, `push` feeds a frame, runs the processor on every complete
 hop and returns the output (CLI file streaming, a microphone). Through the batcher, `feed` only
@@ -108,9 +118,13 @@ class StreamSession:
         max_frame_s: float = 1.0,
         max_backlog_hops: int | None = None,
         quality_monitor: QualityMonitor | None = None,
+        live: bool = True,
     ) -> None:
-        """`quality_monitor`: score the output with the Judge now and then, off the audio path (stream/quality.py)."""
+        """`quality_monitor`: score the output with the Judge now and then, off the audio path (stream/quality.py).
+        `live`: the stream's pacing ("live": it may be degraded to keep up with the clock; False: "as fast as
+        possible", a file: never degraded, its transport waits for room instead; see stream/batcher.py)."""
         self.processor = processor
+        self.live = live
         self.client_rate = check_rate(client_rate, "client sample rate")
         self.model_rate = rate = processor.sample_rate
         self.hop = hop = processor.hop_samples
@@ -143,6 +157,14 @@ class StreamSession:
         )
         self._output.write(np.zeros((self.plan.preroll, 2), dtype=np.float32))
         self._output.write(self._out.process(np.zeros((self.plan.compensation, 2), dtype=np.float32)))
+        # The client's own input delayed by L, for a complement residual (module docstring).
+        self.complement = bool(getattr(processor, "residual_is_complement", False))
+        self._dry = RingBuffer(self.latency_samples + self._output.capacity) if self.complement else None
+        if self._dry is not None:
+            self._dry.write(np.zeros(self.latency_samples, dtype=np.float32))
+        self._dry_scratch = np.empty(self.max_frame, dtype=np.float32)
+        self._pulled = 0  # output samples handed out (the first L are pre-roll: zeros)
+        self._produced = 0  # model-rate output samples produced (the first `delay` answer no input: zeros)
 
         self.audio = np.empty(hop, dtype=np.float32)  # the hop being processed, model rate
         # Pass-through output: the mixture as the target and silence as the residual, so target + residual is
@@ -153,6 +175,7 @@ class StreamSession:
         self._sync_rows = np.empty((2, hop), dtype=np.float32)
         self._pull_scratch = np.empty((self.max_frame, 2), dtype=np.float32)
         self._fed = 0  # client samples received
+        self._first_fed_at: float | None = None  # when the first sample came (the live clock's start)
         self._resampled = 0  # model samples the input resampler has returned for them
         self._hops_taken = 0
         self._ready_since: deque[tuple[int, float]] = deque()  # (hops ready after a feed, when it came)
@@ -175,20 +198,35 @@ class StreamSession:
                 f"audio frame of {len(pcm)} samples is too long: send at most {self.max_frame} samples "
                 f"({self.max_frame / self.client_rate:.2f} s) per frame"
             )
-        # At most what the resampler owes once it has seen this frame (it never runs ahead of the input).
-        incoming = -(-(self._fed + len(pcm)) * self.model_rate // self.client_rate) + 1 - self._resampled
-        if (self._input.available - self.delay + incoming) // self.hop > self.max_backlog_hops:
+        if not self.has_room(len(pcm)):
             raise StreamInputError(
                 f"stream backlog full: {self.pending_hops} hops wait for compute (limit {self.max_backlog_hops}); "
-                "send audio at real-time pace"
+                "wait for output before sending more"
             )
         self._write(pcm)
+
+    def has_room(self, samples: int) -> bool:
+        """Whether a frame of `samples` client samples fits the backlog now (`feed` would take it)."""
+        # At most what the resampler owes once it has seen this frame (it never runs ahead of the input).
+        incoming = -(-(self._fed + samples) * self.model_rate // self.client_rate) + 1 - self._resampled
+        return (self._input.available - self.delay + incoming) // self.hop <= self.max_backlog_hops
+
+    def lead_s(self, now: float) -> float:
+        """Seconds of audio received beyond the wall-clock time since the first sample: > 0 for a client that
+        sends faster than real time (a file), ~0 or below for a live source."""
+        if self._first_fed_at is None:
+            return 0.0
+        return self._fed / self.client_rate - (now - self._first_fed_at)
 
     def _write(self, pcm: np.ndarray) -> None:
         if self._end_hop is not None:
             raise StreamInputError("this stream has ended (flush/close was called): open a new stream")
         resampled = self._in.process(pcm)
         self._input.write(resampled)
+        if self._dry is not None:
+            self._dry.write(pcm)
+        if self._first_fed_at is None and len(pcm):
+            self._first_fed_at = time.monotonic()
         self._fed += len(pcm)
         self._resampled += len(resampled)
         self.metrics.audio_in_s = self._fed / self.client_rate
@@ -249,6 +287,9 @@ class StreamSession:
             if self._fade.position == self._crossfade.length:
                 self._fade = None
         self._frames[:] = hop_out.T
+        if self._produced < self.delay:  # output for input before the stream's start: silence by contract
+            self._frames[: self.delay - self._produced] = 0.0
+        self._produced += self.hop
         self._output.write(self._out.process(self._frames))
         if self.quality is not None:
             self.quality.observe(self._mixture, hop_out[0])
@@ -257,6 +298,11 @@ class StreamSession:
             self.metrics.degraded_s[level] += self.hop / self.model_rate
         if self._hops_taken == self._end_hop:
             self._finish_output()
+
+    @property
+    def passing_through(self) -> bool:
+        """In pass-through with no crossfade under way: the next hops need no compute."""
+        return self._passthrough and self._fade is None
 
     def _sources(self) -> tuple[Any | None, ...]:
         if self._fade is not None:
@@ -308,8 +354,18 @@ class StreamSession:
             self._pull_scratch = np.empty((n, 2), dtype=np.float32)
         frames = self._pull_scratch[:n]
         self._output.read_into(frames)
+        preroll = min(n, max(0, self.latency_samples - self._pulled))
+        if preroll:  # the first L samples answer no input: zeros (the resampler's kernel reaches back into them)
+            frames[:preroll] = 0.0
+        self._pulled += n
         self.metrics.audio_out_s += n / self.client_rate
         target, residual = frames.T.copy()
+        if self._dry is not None:
+            if n > len(self._dry_scratch):
+                self._dry_scratch = np.empty(n, dtype=np.float32)
+            dry = self._dry_scratch[:n]
+            self._dry.read_into(dry)
+            np.subtract(dry, target, out=residual)
         return target, residual
 
     # ---------------------------------------------------------------- synchronous use

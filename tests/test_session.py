@@ -309,3 +309,25 @@ def test_video_reaches_every_live_state_and_models_without_video_refuse_it():
     assert not plain.accepts_video
     with pytest.raises(StreamInputError, match="takes no video: visual-mask prompts need a SAM Audio checkpoint"):
         plain.push_video(frames, np.array([0.0, 0.04]))
+
+
+class ComplementDSPProcessor(DSPProcessor):
+    """The DSP processor declaring what its residual is (mixture − target), as the block-causal models do."""
+
+    residual_is_complement = True
+
+
+@pytest.mark.parametrize("client_rate", [48000, 44100, 8000])
+def test_preroll_is_zeros_and_a_complement_residual_keeps_the_whole_band(client_rate):
+    # Delay 0: the processor's first output sample is already signal, and the output resampler's kernel
+    # reaches back from it into the pre-roll; those samples answer no input and must be zeros.
+    session = StreamSession(ComplementDSPProcessor(hop=320, delay=0), client_rate, Prompt("speech"))
+    latency = session.latency_samples
+    x = mixture(0.6, client_rate, seed=3)
+    x[::7] += 0.2  # energy up to the client's Nyquist frequency, far above what the model rate carries
+    out = stream(session, jittery_frames(x, seed=client_rate))
+    assert not out[:, :latency].any()
+    target, residual = out[:, latency:]
+    expected = reference(x, client_rate, "speech")[0]
+    assert np.abs(target - expected).max() < 2e-5  # the target is the resampled separation, as before
+    np.testing.assert_allclose(target + residual, x, atol=1e-6)  # the residual is the client's input − target

@@ -24,7 +24,11 @@ def _check_prompt(prompt: Prompt) -> None:
 
 class BlockCausalProcessor:
     """`separator`: anything with the block-causal streaming API (sample_rate, chunk_samples, delay_samples,
-    config.steps, init_stream, set_prompt, stream_step)."""
+    config.steps, init_stream, set_prompt, stream_step).
+
+    The block-causal separators (the default model and its parts) return the delayed mixture minus the target
+    as the residual, so the session may form the residual itself, at the client's rate
+    (`residual_is_complement`; a separator that generates its residual says `residual_is_complement = False`)."""
 
     def __init__(self, separator):
         self.separator = separator
@@ -32,6 +36,11 @@ class BlockCausalProcessor:
         self.hop_samples = separator.chunk_samples
         self.delay_samples = separator.delay_samples
         self.max_steps = separator.config.steps
+        self.residual_is_complement = getattr(separator, "residual_is_complement", True)
+        # Whether fewer sampling steps change a state's output (the batcher counts degradation by it).
+        steps_matter = getattr(separator, "steps_matter", None)
+        if steps_matter is not None:
+            self.steps_matter = steps_matter
 
     def init_state(self, prompt: Prompt):
         _check_prompt(prompt)
