@@ -27,7 +27,8 @@ fi
 
 [ -x .venv/bin/python ] || python3.11 -m venv .venv
 extras="t5"
-[ $want_test = 1 ] && extras="t5,test,train"
+# The tests run a local Ray cluster (tests/test_ray_serve.py): Ray Serve comes with `test` only (extra `ray`).
+[ $want_test = 1 ] && extras="t5,test,train,ray"
 stamp="$(cat pyproject.toml | sha1sum | cut -c1-12)-$extras"
 if [ "$(cat .venv/.install-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "install.sh: installing Python packages ($extras)"

@@ -1,0 +1,281 @@
+"""Scale-out on Ray Serve (stream/cluster/, docs/scaling.md) on a real local Ray cluster bound to 127.0.0.1,
+started once for this module: two replicas of the model worker behind a samstream front. Eight WebSocket
+clients with exact sample accounting and the single-process server's outputs, sessions spread over both
+replicas, a replica removed by Serve finishing its sessions, a replica killed mid-stream ending exactly its
+sessions with the documented error while the others stay exact, and a new session afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: bash install.sh test installs it")
+
+from samstream.clients.ws_client import SeparationClient, ServerError  # noqa: E402
+from samstream.stream.cluster import deploy  # noqa: E402
+from samstream.stream.cluster.front import ClusterBatcher  # noqa: E402
+from samstream.stream.server.app import SeparationServer  # noqa: E402
+from samstream.stream.server.ops import ServerConfig  # noqa: E402
+from test_ws_protocol import SPANS, assert_batched_equal, mixture, running_server, split, stream_frames, url  # noqa: E402
+
+RATE = 16000
+# The replicas run the embedded architecture with seed-0 random weights: the conftest `processor` fixture.
+OPTIONS = deploy.WorkerOptions(model="random", replicas=2, realtime_budget_s=math.inf, warmup=False,
+                               max_sessions=16, drain_timeout_s=60.0, stats_period_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    deploy.start_local_ray(num_cpus=2)
+    try:
+        deploy.deploy(OPTIONS)
+        yield
+    finally:
+        deploy.stop_local_ray()
+
+
+@asynccontextmanager
+async def front(**config):
+    """A samstream front (the WebSocket server) in front of the deployment, on a free loopback port."""
+    batcher = await ClusterBatcher.connect(timeout_s=120)
+    server = SeparationServer(batcher.processor, ServerConfig(port=0, **config), model_name=batcher.model_name,
+                              batcher=batcher)
+    server.health_sources.append(batcher.health)
+    server.metrics_sources.append(batcher.render_metrics)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+async def wait_for_replicas(count: int, timeout_s: float = 120.0) -> None:
+    batcher = await ClusterBatcher.connect(timeout_s=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while len(batcher.sessions_book().replicas()) != count:
+        assert time.monotonic() < deadline, f"the deployment did not reach {count} replicas"
+        await asyncio.sleep(0.2)
+
+
+async def run_clients(address: str, streams: list[list[np.ndarray]]) -> list[tuple[dict, np.ndarray, dict]]:
+    async def one(frames):
+        async with await SeparationClient.connect(address) as client:
+            started = await client.start(RATE, spans=SPANS, format="float32")
+            out, end = await stream_frames(client, frames)
+            return started, out, end
+
+    return await asyncio.gather(*(one(frames) for frames in streams))
+
+
+async def http_get(server: SeparationServer, path: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=10) as response:
+            return response.read().decode()
+
+    return await asyncio.to_thread(get)  # the server answers on this event loop
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def listening_addresses(pids: list[int]) -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket the processes hold."""
+    listening: dict[str, str] = {}  # socket inode -> address
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening[fields[9]] = fields[1]
+    found = []
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        for link in links:
+            match = re.fullmatch(r"socket:\[(\d+)\]", link)
+            if match and match.group(1) in listening:
+                found.append((pid, listening[match.group(1)]))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_the_cluster_listens_on_loopback_only(cluster):
+    pids = descendants(os.getpid())
+    sockets = listening_addresses([os.getpid(), *pids])
+    assert len({pid for pid, _ in sockets}) >= 4, sockets  # GCS, raylet, agents, replicas, the controller
+    # /proc writes IPv4 addresses as little-endian hex: 0100007F is 127.0.0.1 (and ::ffff:127.0.0.1 in tcp6).
+    loopback = ("0100007F:", "0000000000000000FFFF00000100007F:")
+    outside = [(pid, address) for pid, address in sockets if not address.startswith(loopback)]
+    assert not outside, f"Ray sockets beyond loopback: {outside}"
+
+
+async def test_eight_clients_through_the_front_equal_the_single_process_server(cluster, processor):
+    streams = [split(mixture(1.0, RATE, seed=seed), seed=seed, largest=1200) for seed in range(8)]
+    async with running_server(processor) as single:
+        expected = await run_clients(url(single), streams)
+    async with front() as server:
+        got = await run_clients(url(server), streams)
+        health = json.loads(await http_get(server, "/health"))
+        metrics = await http_get(server, "/metrics")
+        started = {uid: figures.sessions_started for uid, figures in server.batcher.figures.items()}
+    assert sorted(started.values()) == [4, 4], started  # spread over both replicas
+    assert set(health["cluster"]["replicas"]) == set(started)
+    for frames, (started_single, out_single, _), (started_ray, out, end) in zip(streams, expected, got):
+        samples = sum(len(frame) for frame in frames)
+        latency = started_ray["latency_samples"]
+        assert latency == started_single["latency_samples"]
+        assert end["samples_in"] == samples and end["samples_out"] == samples + latency
+        assert out.shape == (2, samples + latency)
+        assert_batched_equal(out, out_single)
+    for uid in started:
+        assert f'samstream_front_sessions_started_total{{replica="{uid}"}} 4' in metrics
+        assert f'samstream_replica_up{{replica="{uid}"}} 1' in metrics
+    assert "samstream_front_ray_overhead_seconds_count" in metrics
+    assert "samstream_replica_frame_seconds_bucket" in metrics
+
+
+async def test_replicas_removed_by_serve_finish_their_sessions(cluster, processor):
+    """A redeploy replaces the replicas one by one: each one Serve removes takes no new session but finishes
+    those it holds (tail + end, exact); Serve waits for them before it goes on."""
+    x = mixture(1.6, RATE, seed=11)
+    frames = [x[i : i + 640] for i in range(0, len(x), 640)]
+    half = len(frames) // 2
+    async with running_server(processor) as single:
+        expected = (await run_clients(url(single), [frames]))[0][1]
+    async with front(idle_timeout_s=300.0) as server:
+        book = server.batcher.sessions_book()
+        clients, replica_of, outputs = [], [], []
+        for _ in range(2):
+            client = await SeparationClient.connect(url(server))
+            started = await client.start(RATE, spans=SPANS, format="float32")
+            clients.append(client)
+            replica_of.append(server.sessions[started["session"]].replica)
+            outputs.append([])
+        assert len(set(replica_of)) == 2
+        for client, out in zip(clients, outputs):
+            for frame in frames[:half]:
+                await client.send_audio(frame)
+            for _ in frames[:half]:
+                out.append(await client.receive_audio())
+        redeploy = asyncio.ensure_future(asyncio.to_thread(deploy.deploy, OPTIONS))  # a new version
+        unfinished = list(range(2))
+        deadline = time.monotonic() + 120
+        while unfinished:
+            draining = [i for i in unfinished if replica_of[i] in book.lingering()]
+            if not draining:
+                assert time.monotonic() < deadline and not redeploy.done(), "no replica was removed"
+                await asyncio.sleep(0.1)
+                continue
+            i = draining[0]
+            metrics = await http_get(server, "/metrics")
+            assert f'samstream_replica_up{{replica="{replica_of[i]}"}} 0' in metrics
+            newcomer = await SeparationClient.connect(url(server))
+            started = await newcomer.start(RATE, spans=SPANS, format="float32")
+            assert server.sessions[started["session"]].replica != replica_of[i]  # never on a draining replica
+            await newcomer.flush()
+            await newcomer.close()
+            client, out = clients[i], outputs[i]
+            for frame in frames[half:]:
+                await client.send_audio(frame)
+            end = await client.flush()
+            while (output := await client.receive_audio()) is not None:
+                out.append(output)
+            assert end["reason"] == "flush" and end["samples_out"] == len(x) + end["latency_samples"]
+            assert_batched_equal(np.stack([np.concatenate([o.target for o in out]),
+                                           np.concatenate([o.residual for o in out])]), expected)
+            await client.close()
+            unfinished.remove(i)
+        await redeploy  # Serve went on once the removed replicas' sessions had ended
+        assert server.batcher.figures[replica_of[0]].sessions_lost == 0
+        assert not set(replica_of) & set(book.replicas())
+    await wait_for_replicas(2)
+
+
+async def test_a_dying_replica_ends_exactly_its_sessions(cluster, processor):
+    x = mixture(1.6, RATE, seed=5)
+    frames = [x[i : i + 800] for i in range(0, len(x), 800)]
+    half = len(frames) // 2
+    async with running_server(processor) as single:
+        expected = (await run_clients(url(single), [frames]))[0][1]
+    await wait_for_replicas(2)
+    async with front() as server:
+        batcher = server.batcher
+        clients = [await SeparationClient.connect(url(server)) for _ in range(4)]
+        replica_of = []
+        for client in clients:
+            started = await client.start(RATE, spans=SPANS, format="float32")
+            replica_of.append(server.sessions[started["session"]].replica)
+        victim = replica_of[0]
+        assert replica_of.count(victim) == 2
+        received = [[] for _ in clients]
+        for client, out in zip(clients, received):
+            for frame in frames[:half]:
+                await client.send_audio(frame)
+            for _ in frames[:half]:
+                out.append(await client.receive_audio())
+        pid = (await batcher._rpc(victim, "describe").remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        for client, out, replica in zip(clients, received, replica_of):
+            for frame in frames[half:]:
+                await client.send_audio(frame)
+            if replica != victim:  # the other replica's sessions go on, exact
+                end = await client.flush()
+                while (output := await client.receive_audio()) is not None:
+                    out.append(output)
+                assert end["samples_out"] == len(x) + end["latency_samples"]
+                assert_batched_equal(np.stack([np.concatenate([o.target for o in out]),
+                                               np.concatenate([o.residual for o in out])]), expected)
+                continue
+            errors = []
+            for _ in frames[half:]:
+                try:
+                    out.append(await client.receive_audio())
+                except ServerError as error:
+                    errors.append(error)
+            # The first frame the session could not answer says why and how far it got; later ones find no session.
+            assert errors and errors[0].code == "model_error" and "replica_lost" in errors[0].message, errors
+            assert {error.code for error in errors[1:]} <= {"model_error", "not_started"}
+            answered = int(re.search(r"(\d+) input samples of the session had been answered", errors[0].message)[1])
+            assert answered == sum(len(o) for o in out)  # what the client got is what the message accounts for
+            with pytest.raises(ServerError) as flushed:
+                await client.flush()
+            assert flushed.value.code == "not_started"
+        metrics = await http_get(server, "/metrics")
+        assert f'samstream_front_sessions_lost_total{{replica="{victim}"}} 2' in metrics
+        # A new session lands on a live replica and is exact.
+        (started, out, end), = await run_clients(url(server), [frames])
+        assert end["samples_out"] == len(x) + started["latency_samples"]
+        assert_batched_equal(out, expected)
+        for client in clients:
+            await client.close()
+        assert victim not in batcher.sessions_book().replicas()
