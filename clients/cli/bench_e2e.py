@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--browsers", type=names(("chromium", "firefox")), default=["chromium", "firefox"],
                         help="browsers of the browser leg, comma-separated (the first gives the browser_* "
                              "headline figures); default: chromium,firefox")
+    from samstream.clients.cli import bench_ray
+
+    bench_ray.add_arguments(parser)  # --ray: the single-process server vs Ray Serve replicas (bench_ray.py)
 
 
 def percentile_ms(values, q: float) -> float:
@@ -146,8 +149,9 @@ async def webrtc_realtime(url: str, audio) -> dict:
     return {"lag_samples": lag, "first_s": float(delays[0]), "steady_s": delays[round(WARMUP_S * RATE) :]}
 
 
-def start_server(model: str, threads: int, max_sessions: int):
-    """`samstream serve` on a free loopback port, as a child process; returns (process, url, log path)."""
+def start_server(model: str, threads: int, max_sessions: int, extra: tuple[str, ...] = ()):
+    """`samstream serve` (with `extra` arguments) on a free loopback port, as a child process; returns (process,
+    url, log path)."""
     import os
     import subprocess
     import sys
@@ -157,7 +161,7 @@ def start_server(model: str, threads: int, max_sessions: int):
 
     log = tempfile.NamedTemporaryFile("w+", prefix="samstream-bench-e2e-", suffix=".log", delete=False)
     command = [sys.executable, "-m", "samstream", "serve", "--model", model, "--port", "0",
-               "--threads", str(threads), "--max-sessions", str(max_sessions), "--no-warmup"]
+               "--threads", str(threads), "--max-sessions", str(max_sessions), "--no-warmup", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -183,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
 
     from samstream.model.embedded import WEIGHTS_DIR
 
+    if args.ray:
+        from samstream.clients.cli import bench_ray
+
+        return bench_ray.run(args)
     model = args.model
     if model == "auto":
         model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"

@@ -1,0 +1,154 @@
+"""`samstream bench e2e --ray`: what serving through Ray Serve replicas costs and holds, side by side with the
+single-process server, in one run on this machine (docs/scaling.md).
+
+For each configuration -- the single-process `samstream serve`, then `samstream serve --ray --replicas N` for
+each N of `--replicas` (each starts its own loopback-only local Ray cluster) -- it measures, with the
+WebSocket leg of `bench e2e` (real-time clients on loopback, same definitions):
+- one stream's end-to-end latency, first sample, p50 and p95: the Ray configurations' minus the single
+  process's is what the Ray hop adds;
+- the front's own figure for the hop: what each frame's round trip to its replica took beyond the replica's
+  own time (`samstream_front_ray_overhead_seconds` in the front's /metrics: mean, and the share under 5 / 10 ms);
+- real-time streams held (the capacity ramp of `bench e2e`);
+- memory: resident sets of the server process and all its descendants (front, Ray's GCS, raylet, agents,
+  Serve controller, replicas), in steady state after the ramp.
+The clients, the front and the replicas all share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray Serve (--ray)")
+    group.add_argument("--ray", action="store_true",
+                       help="compare the single-process server with `serve --ray` at each --replicas count (WebSocket "
+                            "leg only; starts local Ray clusters bound to 127.0.0.1)")
+    group.add_argument("--replicas", default="1,2",
+                       help="replica counts to measure with --ray, comma-separated (default 1,2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from samstream.clients.cli.bench_e2e import start_server, ws_leg
+    from samstream.model.embedded import WEIGHTS_DIR
+
+    try:
+        counts = [int(n) for n in args.replicas.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"samstream bench e2e: error: --replicas takes counts of 1 or more, e.g. 1,2 (got {args.replicas!r})")
+    model = args.model
+    if model == "auto":
+        model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"
+    result: dict = {"model": model, "threads": args.threads, "legs": ["ws"], "ray": True, "configs": {}}
+    configs = [("single", ())] + [(f"ray_{n}", ("--ray", "--replicas", str(n), "--replica-sessions",
+                                                str(max(1, args.max_streams)))) for n in counts]
+    for name, extra in configs:
+        print(f"--- {name}: samstream serve {' '.join(extra)}", flush=True)
+        started = time.monotonic()
+        process, url, log = start_server(model, args.threads, max(1, args.max_streams), extra)
+        figures = {"start_s": round(time.monotonic() - started, 1)}
+        try:
+            one = argparse.Namespace(**{**vars(args), "max_streams": 0})
+            figures.update(ws_leg(one, url))  # one stream first: latency without load
+            if extra:
+                figures.update(hop_overhead(url))
+            if args.max_streams:
+                ramp = ws_leg(args, url)
+                figures.update({key: ramp[key] for key in ("max_realtime_ws_streams", "p95_limit_ms", "ramp")})
+            figures["memory_mb"] = memory_mb(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        figures["log"] = log
+        result["configs"][name] = figures
+    single = result["configs"]["single"]
+    for name, figures in result["configs"].items():
+        if name != "single":
+            figures["added_ms_p50"] = round(figures["ws_latency_ms_p50"] - single["ws_latency_ms_p50"], 2)
+            figures["added_ms_p95"] = round(figures["ws_latency_ms_p95"] - single["ws_latency_ms_p95"], 2)
+    print_table(result)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def hop_overhead(url: str) -> dict:
+    """The front's histogram of what the Ray hop added to each frame (all replicas)."""
+    text = urllib.request.urlopen("http" + url.removeprefix("ws") + "/metrics", timeout=10).read().decode()
+    buckets: dict[str, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        match = re.match(r'samstream_front_ray_overhead_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)', line)
+        if not match:
+            continue
+        kind, labels, value = match.group(1), match.group(2), float(match.group(3))
+        if kind == "bucket":
+            le = re.search(r'le="([^"]+)"', labels).group(1)
+            buckets[le] = buckets.get(le, 0.0) + value
+        elif kind == "sum":
+            total += value
+        else:
+            count += value
+    if not count:
+        return {}
+    return {"ray_overhead_ms_mean": round(1000 * total / count, 2),
+            "ray_overhead_share_under_5ms": round(buckets.get("0.005", 0.0) / count, 3),
+            "ray_overhead_share_under_10ms": round(buckets.get("0.01", 0.0) / count, 3),
+            "ray_overhead_frames": int(count)}
+
+
+def memory_mb(pid: int) -> dict:
+    """Resident memory (MiB) of a process and its descendants, by kind."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                names[int(entry.name)] = (entry / "cmdline").read_text().replace("\0", " ")
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in family:
+                family.add(child)
+                todo.append(child)
+    kinds: dict[str, float] = {}
+    for member in family:
+        try:
+            rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{member}/status").read_text().splitlines()
+                          if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        command = names.get(member, "")
+        kind = ("front" if member == pid else "replica" if "ServeReplica" in command
+                else "serve_controller" if "ServeController" in command else "ray")
+        kinds[kind] = kinds.get(kind, 0.0) + rss_kb / 1024
+        if kind == "replica":
+            kinds["replicas"] = kinds.get("replicas", 0) + 1
+    kinds["total"] = sum(value for key, value in kinds.items() if key != "replicas")
+    return {key: round(value, 1) for key, value in kinds.items()}
+
+
+def print_table(result: dict) -> None:
+    print("\nconfiguration | p50 ms | p95 ms | added p50/p95 ms | Ray hop mean ms | streams held | memory MiB")
+    for name, f in result["configs"].items():
+        added = f"{f.get('added_ms_p50', 0):+.1f} / {f.get('added_ms_p95', 0):+.1f}" if name != "single" else "-"
+        hop = f"{f['ray_overhead_ms_mean']:.1f}" if "ray_overhead_ms_mean" in f else "-"
+        print(f"{name} | {f['ws_latency_ms_p50']:.1f} | {f['ws_latency_ms_p95']:.1f} | {added} | {hop} | "
+              f"{f.get('max_realtime_ws_streams')} | {f['memory_mb']['total']:.0f}")
