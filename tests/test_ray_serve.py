@@ -129,6 +129,25 @@ def listening_addresses(pids: list[int]) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------------------------------------- tests
 
 
+def test_the_serve_run_config_builds_the_application():
+    """deploy/samstream-serve.yaml is a valid `serve run`/`serve deploy` config for the builder it names."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "samstream-serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    assert str(schema.proxy_location).endswith("Disabled")
+    app_config = schema.applications[0]
+    assert app_config.import_path == "samstream.stream.cluster.deploy:build_app"
+    app = deploy.build_app(app_config.args)
+    bound = app._bound_deployment
+    assert bound.name == app_config.deployments[0].name == "SessionWorker"
+    assert bound._deployment_config.request_router_config.request_router_class.endswith("SessionAffinityRouter")
+    assert bound.ray_actor_options["num_cpus"] == app_config.args["threads"]
+    with pytest.raises(ValueError, match="unknown samstream deployment args"):
+        deploy.build_app({"replica": 2})
+
+
 def test_the_cluster_listens_on_loopback_only(cluster):
     pids = descendants(os.getpid())
     sockets = listening_addresses([os.getpid(), *pids])

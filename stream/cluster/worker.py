@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ def load_worker_processor(model: str, text_encoder: str | None = None, speech_ex
 
 def replica_name() -> str:
     """This replica's Serve id (its `unique_id`), or "local" outside Serve."""
+    if "ray.serve" not in sys.modules:  # a replica process has imported it long before
+        return "local"
     try:
         from ray import serve
 
@@ -110,13 +113,14 @@ class SessionWorker:
         """`threads`: torch CPU threads of this replica (its Ray `num_cpus`); `realtime_budget_s`: the
         batcher's degradation budget (None: its default; math.inf: never degrade); `warmup`: run a text prompt
         once before serving (the first one loads the text encoder, which would stall the first sessions)."""
-        keep_replica_on_loopback()
+        self.replica = replica_name()
+        if self.replica != "local":  # in a Serve replica
+            keep_replica_on_loopback()
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.model = model
-        self.replica = replica_name()
         self.processor = processor if processor is not None else load_worker_processor(model, text_encoder,
                                                                                         speech_expert)
         if warmup:
