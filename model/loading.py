@@ -188,11 +188,12 @@ def check_keys(model: SAMAudio, state: dict[str, torch.Tensor]) -> None:
         raise ModelLoadError(message)
 
 
-def rebuild_buffers(model: torch.nn.Module) -> None:
-    """Non-persistent buffers (RoPE tables...) are not in checkpoints: recompute them off the meta device."""
+def rebuild_buffers(model: torch.nn.Module, everything: bool = False) -> None:
+    """Non-persistent buffers (RoPE tables...) are not in checkpoints: recompute them off the meta device.
+    `everything`: also those that are not on the meta device (after `to_empty` they hold garbage)."""
     for module in model.modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
-            if buffer.is_meta:
+            if buffer.is_meta or (everything and name in module._non_persistent_buffers_set):
                 if not hasattr(module, "rebuild_buffers"):
                     raise RuntimeError(f"{type(module).__name__}.{name} is not in the checkpoint and cannot be rebuilt")
                 module.rebuild_buffers()

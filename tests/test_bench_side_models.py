@@ -26,6 +26,7 @@ def test_random_weights_stay_finite():
               "text_model": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
                              "num_attention_heads": 4, "vocab_size": 50},
               "output_dim": 16, "nth_text_layer": 2}
+    torch.manual_seed(0)
     model = random_module(build_span_predictor, config, torch.device("cpu"), torch.float32)
     with torch.inference_mode():
         logits = model.logits(model.embed_audio(torch.randn(1, 30, 16)), model.embed_text(torch.tensor([[1, 5, 2]])))

@@ -28,7 +28,8 @@ def random_module(build, config: dict, device, dtype):
     with torch.device("meta"):
         model, _ = build(config)
     model = model.to_empty(device=device)
-    rebuild_buffers(model)
+    rebuild_buffers(model, everything=True)  # to_empty left the RoPE tables uninitialised
+    model = model.to(device)
     with torch.no_grad():
         for parameter in model.parameters():  # scaled so activations stay finite
             parameter.normal_(0, 0.02) if parameter.dim() > 1 else parameter.fill_(1.0)
