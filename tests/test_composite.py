@@ -1,0 +1,109 @@
+"""The default model: one prompt, the right part serves it, streaming equals offline, level does not matter."""
+
+import numpy as np
+import pytest
+
+from fixtures.real_audio import at_snr, real_sounds, real_speech
+from fixtures.signals import si_sdr
+from samstream.model.composite import EXPERT, GENERAL, load_default
+from samstream.stream.processor import Prompt
+from samstream.stream.regimes.block_causal import BlockCausalProcessor
+from samstream.stream.session import StreamSession
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_default()
+
+
+@pytest.fixture(scope="module")
+def speech_in_sounds():
+    speech = real_speech(6.0)
+    return speech + at_snr(speech, real_sounds(6.0), 0.0), speech
+
+
+def stream(model, x: np.ndarray, rate: int, prompt: Prompt, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x through a session in random frame sizes; -> (target, residual) realigned by the session latency."""
+    session = StreamSession(BlockCausalProcessor(model), rate, prompt)
+    rng = np.random.default_rng(seed)
+    outputs, position = [], 0
+    while position < len(x):
+        size = int(rng.integers(1, rate // 10))
+        outputs.append(session.push(x[position : position + size]))
+        position += size
+    outputs.append(session.flush())
+    target = np.concatenate([o[0] for o in outputs])[session.latency_samples :]
+    residual = np.concatenate([o[1] for o in outputs])[session.latency_samples :]
+    return target, residual
+
+
+def snr_db(estimate, reference) -> float:
+    return 10 * np.log10(np.sum(reference**2) / max(np.sum((estimate - reference) ** 2), 1e-30))
+
+
+@pytest.mark.parametrize("text", ["speech", "dog barking"])
+def test_streaming_equals_offline(model, speech_in_sounds, text):
+    mixture, _ = speech_in_sounds
+    offline = model.separate(mixture, 16000, text)
+    target, residual = stream(model, mixture, 16000, Prompt(text=text))
+    assert snr_db(target, offline.target) > 60
+    assert np.allclose(target + residual, mixture, atol=1e-5)
+
+
+def test_a_speech_prompt_isolates_real_speech_from_real_sounds(model, speech_in_sounds):
+    mixture, speech = speech_in_sounds
+    assert model.plan("the person talking")[0] == EXPERT and model.plan("dog barking")[0] == GENERAL
+    target = model.separate(mixture, 16000, "the person talking").target
+    assert si_sdr(target, speech) - si_sdr(mixture, speech) > 8.0
+
+
+def test_input_level_from_minus_60_to_0_dbfs_separates_alike(model, speech_in_sounds):
+    mixture, speech = speech_in_sounds
+    mixture = mixture / np.abs(mixture).max()
+    improvements = {}
+    for dbfs in (-60, -40, -20, 0):
+        gain = 10 ** (dbfs / 20)
+        target = model.separate(mixture * gain, 16000, "speech").target
+        improvements[dbfs] = si_sdr(target, speech) - si_sdr(mixture, speech)
+    assert max(improvements.values()) - min(improvements.values()) < 1.0, improvements
+    assert min(improvements.values()) > 6.0, improvements
+
+
+def test_batched_streams_on_different_parts_equal_each_stream_alone(model, speech_in_sounds):
+    mixture, _ = speech_in_sounds
+    hop = model.chunk_samples
+    chunks = mixture[: 40 * hop].reshape(40, hop)
+    prompts = ["speech", "dog barking", "woman speaking"]
+    together = [model.init_stream(p) for p in prompts]
+    alone = [model.init_stream(p) for p in prompts]
+    for chunk in chunks:
+        batched = model.stream_step(together, np.stack([chunk] * 3))
+        for i, state in enumerate(alone):
+            assert np.allclose(batched[i], model.stream_step([state], chunk[None])[0], atol=1e-5)
+
+
+def test_a_prompt_change_to_another_part_is_in_step_at_once(model, speech_in_sounds):
+    """From sound to speech: after the session's crossfade the output is exactly the speech stream's."""
+    mixture, _ = speech_in_sounds
+    hop = model.chunk_samples
+    switching, reference = model.init_stream("dog barking"), model.init_stream("speech")
+    outputs = []
+    for k, chunk in enumerate(mixture[: 60 * hop].reshape(60, hop)):
+        if k == 30:
+            model.set_prompt(switching, "speech")
+        outputs.append((model.stream_step([switching], chunk[None])[0, 0], model.stream_step([reference], chunk[None])[0, 0]))
+    after = np.concatenate([a for a, _ in outputs[30:]])
+    expected = np.concatenate([b for _, b in outputs[30:]])
+    assert np.allclose(after, expected, atol=1e-6)
+    assert all(np.isfinite(a).all() for a, _ in outputs)
+
+
+def test_without_the_speech_expert_no_native_state_is_made(speech_in_sounds):
+    mixture, _ = speech_in_sounds
+    plain = load_default(speech_expert=False)
+    state = plain.init_stream("speech")
+    assert state.expert is None and state.branch == GENERAL
+    result = plain.separate(mixture[:16000], 16000, "speech")
+    assert np.allclose(result.target + result.residual, mixture[:16000], atol=1e-5)
