@@ -67,6 +67,16 @@ def _write_item(folder: Path, ex: Example, split: str, origins: dict[str, str], 
     return meta
 
 
+def audible_example(gen: MixtureGenerator, cls: str, rng: np.random.Generator, attempts: int = 20) -> Example:
+    """An example whose every interferer is audible: a crop of a recording can be silence, and an item whose
+    mixture is its target has nothing to separate (its SI-SDR improvement is meaningless)."""
+    for _ in range(attempts):
+        ex = gen.example_for_class(cls, rng)
+        if all(np.isfinite(t) for t in ex.tir_db):
+            return ex
+    raise DataError(f"no {cls!r} example with audible interferers in {attempts} draws")
+
+
 def build_eval(cache_dir: Path, out_dir: Path, n_per_class: int = 10, seed: int = 0, in_distribution: bool = False,
                voice_pairs: int = 30, force: bool = False, config: MixtureConfig = EVAL_CONFIG,
                entries: list[dict] | None = None) -> dict:
@@ -91,7 +101,7 @@ def build_eval(cache_dir: Path, out_dir: Path, n_per_class: int = 10, seed: int 
     for c, cls in enumerate(gen.classes):
         rng = np.random.default_rng([base_seed, c])
         for i in range(n_per_class):
-            meta = _write_item(out_dir / f"{_slug(cls)}-{i:03d}", gen.example_for_class(cls, rng), split, origins)
+            meta = _write_item(out_dir / f"{_slug(cls)}-{i:03d}", audible_example(gen, cls, rng), split, origins)
             counts[cls] = counts.get(cls, 0) + 1
             by_origin = target_origins.setdefault(cls, {})
             by_origin[meta["target_origin"]] = by_origin.get(meta["target_origin"], 0) + 1
