@@ -74,6 +74,21 @@ def resolve_device(sd, spec: str | int | None, kind: str) -> int:
     return int(info["index"])
 
 
+def check_devices(sd, options: "MicOptions") -> None:
+    """Resolve the devices and check they take the stream's settings, before anything slow (a model load, a
+    connection) happens: a missing microphone is said at once."""
+    checks = [("input", options.input_device, sd.check_input_settings)]
+    if options.play:
+        checks.append(("output", options.output_device, sd.check_output_settings))
+    for kind, spec, check in checks:
+        device = resolve_device(sd, spec, kind)
+        try:
+            check(device=device, samplerate=options.sample_rate, channels=1, dtype="int16")
+        except (ValueError, sd.PortAudioError) as error:
+            raise AudioDeviceError(f"the {kind} device {device} cannot run at {options.sample_rate} Hz, mono, "
+                                   f"16-bit ({error}); `samstream mic --list-devices` lists the devices") from None
+
+
 # ---------------------------------------------------------------------------------------- backends
 
 
@@ -124,7 +139,7 @@ class ServerBackend:
         except Exception as error:  # websockets' handshake errors (wrong path, refused token, ...)
             raise ServerError(f"the server at {url} refused the connection: {error}") from None
         self.ws.send(json.dumps({"type": "start", "protocol": "samstream.v1", "format": "float32",
-                                 "sample_rate": sample_rate, "outputs": "both", "prompt": prompt}))
+                                 "sample_rate": sample_rate, "outputs": "both", "pacing": "live", "prompt": prompt}))
         started = self._next_json()
         if started.get("type") != "started":
             raise ServerError(f"unexpected reply to start: {started}")

@@ -108,10 +108,12 @@ class SeparationClient:
 
     async def start(self, sample_rate: int, text: str | None = None, spans: Sequence[Sequence] = (),
                     example: np.ndarray | None = None, *, format: str = "pcm16", outputs: str = "both",
-                    metrics_interval_s: float | None = None) -> dict:
-        """Open a session; returns `started` (latency_samples, session, ...)."""
+                    metrics_interval_s: float | None = None, pacing: str = "live") -> dict:
+        """Open a session; returns `started` (latency_samples, session, ...). `pacing`: "live" (a source with a
+        clock: the server may degrade the stream to keep up) or "as_fast_as_possible" (a file: never degraded,
+        the server slows the sender down instead)."""
         message = {"type": "start", "protocol": PROTOCOL, "format": format, "sample_rate": sample_rate,
-                   "outputs": outputs, "prompt": prompt_message(text, spans, example, format)}
+                   "outputs": outputs, "pacing": pacing, "prompt": prompt_message(text, spans, example, format)}
         if metrics_interval_s is not None:
             message["metrics_interval_s"] = metrics_interval_s
         self.started = await self.request(message)
@@ -127,7 +129,7 @@ class SeparationClient:
 
     async def receive_audio(self) -> Output | None:
         """The next output frame, in send order (after a flush the tail comes last, then None).
-        Raises ServerError when the server refused the matching frame (bad_frame, backlog_full, ...)."""
+        Raises ServerError when the server refused the matching frame (bad_frame, frame_too_large, ...)."""
         if self._closed is not None and self._audio.empty():
             return None
         item = await self._audio.get()

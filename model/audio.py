@@ -59,6 +59,8 @@ def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode a file to float32 [channels, samples] and its rate (WAV/FLAC/OGG via soundfile, else PyAV)."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioInputError(f"{path} is a directory, not an audio file: give a file (wav, flac, ogg, mp3, ...)")
     if not path.is_file():
         raise AudioInputError(f"audio file {path} does not exist")
     import soundfile

@@ -281,6 +281,13 @@ class CompositeSeparator:
         return Separation(out, mono - out, sample_rate)
 
     @staticmethod
+    def describe_state(state: CompositeState) -> dict:
+        """How a stream's prompt was understood: the branch serving it and the class wording nearest to its text
+        (None when none is near enough: the general separator then hears the text as it is)."""
+        return {"branch": state.branch, "class": state.route.target_class,
+                "similarity": round(float(state.route.similarity), 3)}
+
+    @staticmethod
     def close(state: CompositeState) -> None:
         """Free the native state of a stream that ended (it is also freed when garbage collected)."""
         if state.expert is not None:

@@ -11,20 +11,36 @@ hands out finished output; everything that calls the processor (`init_state` whe
 buffers; compute runs outside it. Queues are bounded: a stream's backlog is capped at
 `max_queue_hops` (feeding more raises `StreamInputError`) and its buffers are preallocated.
 
-Degradation, when compute falls behind real time. The signal is the age of the oldest pending hop:
-how long the audio that completed it has waited for the round that takes it. With `budget` =
+Pacing. Each stream says how it is paced when it opens (`live`):
+  live                 a source with a clock (a microphone, a call): its output must keep up with it, so
+                       when compute falls behind the stream is degraded in the declared order below;
+  as fast as possible  (live=False) a producer with its own pace (a file): it is never degraded; the
+                       transport waits for room in its backlog instead (`wait_for_room`: flow control,
+                       which reaches the client as TCP backpressure). It takes its turn in the rounds like
+                       any stream (one hop per round), so it shares the compute fairly with live streams.
+
+Degradation, when compute falls behind real time. The signal is the age of the oldest pending hop of
+the live streams: how long the audio that completed it has waited for the round that takes it (a live
+stream whose client sends faster than real time, i.e. more than `LEAD_SLACK_S` ahead of the wall clock,
+is not counted: its backlog is of its own making and flow control holds it). With `budget` =
 `realtime_budget_s`:
   level 0  full quality: `processor.max_steps` sampling steps;
-  level 1  fewer steps (`reduced_steps`), once a hop has waited more than `budget`;
+  level 1  fewer steps (`reduced_steps`), once a hop has waited more than `budget`; only for models
+           with steps to spare (`max_steps` > `reduced_steps`: the default model samples in one step and
+           goes straight to level 2), and a hop is counted as degraded only when fewer steps changes its
+           output (`processor.steps_matter(state)`, when the processor says);
   level 2  pass-through, once a hop has waited more than 2 x `budget`: the processor is not run and
            the target carries the input mixture itself and the residual is silent (their sum stays the
            mixture), delayed by the processor delay so the stream keeps its latency L; the switch into and out of pass-through
            is an equal-power crossfade (the first pass-through hop still runs the processor, at
            reduced steps, to have something to fade from). The processor state skips the
-           passed-through hops: its context has a gap when it resumes.
+           passed-through hops: its context has a gap when it resumes. A round at level 2 passes through
+           every pending hop of a live stream at once (it costs no compute), so a backlog drains at once.
 Recovery steps down one level at a time, once the oldest hop waits less than budget/2 and the
-current level has lasted `recover_s`. The level applies to every stream (they share the compute)
-and each stream's metrics count the seconds it spent at each level.
+current level has lasted `recover_s` (also while no stream has audio waiting: an idle server returns to
+level 0). The level applies to every live stream (they share the compute) and each stream's metrics
+count the seconds it spent at each level. Load never ends a stream: a backlog that is full makes the
+transport wait (`wait_for_room`), and the degradation drains it.
 
 Transports should feed frames as they arrive (call `push` again before the previous call has
 returned; frames are taken in call order), so that a backlog shows up here as waiting hops rather
@@ -52,6 +68,8 @@ from samstream.stream.quality import QualityMonitor
 from samstream.stream.resample import DEFAULT_QUALITY
 from samstream.stream.session import StreamSession
 
+LEAD_SLACK_S = 1.0  # a live stream this far ahead of the wall clock is sending faster than real time
+
 
 @dataclass
 class _Waiter:
@@ -69,6 +87,7 @@ class StreamHandle:
         self._waiters: deque[_Waiter] = deque()
         self.error: BaseException | None = None  # set when the stream failed; it is then out of the rounds
         self._closing = False
+        self._room: asyncio.Future | None = None  # wait_for_room's waiter, woken by _resolve
 
     @property
     def latency_samples(self) -> int:
@@ -78,13 +97,34 @@ class StreamHandle:
     def metrics(self) -> SessionMetrics:
         return self.session.metrics
 
+    @property
+    def live(self) -> bool:
+        """The stream's pacing: True "live" (may be degraded), False "as fast as possible" (never degraded)."""
+        return self.session.live
+
     async def push(self, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed a frame; returns exactly len(pcm) samples of (target, residual) once they are computed."""
+        return await self.submit(pcm)
+
+    def submit(self, pcm: np.ndarray) -> asyncio.Future:
+        """Feed a frame now (frames are taken in call order); the future gets its len(pcm) samples of
+        (target, residual) once they are computed. Raises StreamInputError at once for a frame the stream
+        refuses (bad frame, full backlog: see `wait_for_room`)."""
         self._check_usable()
         with self._batcher._lock:
             self.session.feed(pcm)
-            future = self._expect(len(pcm))
-        return await future
+            return self._expect(len(pcm))
+
+    async def wait_for_room(self, samples: int) -> None:
+        """Flow control: return once a frame of `samples` samples fits the stream's backlog (at once if it
+        does), or once the stream failed or closed (`submit` then says why)."""
+        while True:
+            with self._batcher._lock:
+                if self.error is not None or self._closing or self.session.has_room(samples):
+                    return
+                self._room = self._loop.create_future()
+                waiter = self._room
+            await waiter
 
     async def set_prompt(self, prompt: Prompt) -> None:
         """Switch prompts, crossfading, from the next hop the worker takes (hops already queued may still
@@ -141,6 +181,11 @@ class StreamHandle:
     def _resolve(self) -> None:
         """On the event loop: hand out output to the waiting calls, in call order."""
         with self._batcher._lock:
+            room = self._room
+            if room is not None and (self.error is not None or self._closing or self.session.has_room(1)):
+                self._room = None
+                if not room.done():
+                    room.set_result(None)
             while self._waiters:
                 waiter = self._waiters[0]
                 if self.error is None and self.session.output_available < waiter.samples:
@@ -182,6 +227,8 @@ class Batcher:
         self.processor = processor
         self.max_batch = max_batch
         self.reduced_steps = reduced_steps or max(1, processor.max_steps // 2)
+        self.has_fewer_steps = self.reduced_steps < processor.max_steps  # else level 1 would change nothing
+        self._steps_matter = getattr(processor, "steps_matter", None)
         self.budget_s = realtime_budget_s if realtime_budget_s is not None else max(0.1, 4 * hop_s)
         self.recover_s = recover_s
         self._session_options = dict(
@@ -208,10 +255,11 @@ class Batcher:
     async def __aexit__(self, *exc_info) -> None:
         await self.aclose()
 
-    async def open(self, prompt: Prompt, client_rate: int) -> StreamHandle:
-        """Start a stream (the processor's `init_state` runs on the worker)."""
+    async def open(self, prompt: Prompt, client_rate: int, *, live: bool = True) -> StreamHandle:
+        """Start a stream (the processor's `init_state` runs on the worker); `live=False` for a stream paced
+        "as fast as possible" (never degraded; see the module docstring)."""
         session = await self._call(
-            lambda: StreamSession(self.processor, client_rate, prompt, **self._session_options)
+            lambda: StreamSession(self.processor, client_rate, prompt, live=live, **self._session_options)
         )
         handle = StreamHandle(self, session, asyncio.get_running_loop())
         with self._lock:
@@ -251,11 +299,15 @@ class Batcher:
     def _work(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._stopping or self._controls or self._waiting())
+                # While degraded, wake up now and then even with nothing to do, so an idle server recovers.
+                self._lock.wait_for(lambda: self._stopping or self._controls or self._waiting(),
+                                    timeout=self.recover_s if self.level != FULL else None)
                 if self._stopping:
                     return
                 controls = list(self._controls)
                 self._controls.clear()
+                if not self._waiting():
+                    self._update_level(0.0, time.monotonic())
             for fn, future in controls:
                 if future.set_running_or_notify_cancel():
                     try:
@@ -267,6 +319,21 @@ class Batcher:
     def _waiting(self) -> list[StreamHandle]:
         return [h for h in self._handles if h.error is None and h.session.pending_hops]
 
+    def _lateness(self, waiting: list[StreamHandle], now: float) -> float:
+        """The degradation signal: how long the oldest pending hop of a live stream (one that keeps to the
+        clock) has waited."""
+        return max((h.session.backlog_age(now) for h in waiting
+                    if h.session.live and h.session.lead_s(now) < LEAD_SLACK_S), default=0.0)
+
+    def _stream_level(self, handle: StreamHandle, level: int) -> int:
+        """The level a stream's next hop runs at: streams paced as fast as possible are never degraded, and
+        level 1 exists only where fewer steps change something."""
+        if not handle.session.live or level == FULL:
+            return FULL
+        if level == FEWER_STEPS and not self.has_fewer_steps:
+            return FULL
+        return level
+
     def _round(self) -> None:
         with self._lock:
             waiting = self._waiting()
@@ -274,25 +341,46 @@ class Batcher:
                 return
             self._turn = (self._turn + 1) % len(waiting)
             now = time.monotonic()
-            self._update_level(max(h.session.backlog_age(now) for h in waiting), now)
-            level = self.level
-            batch: list[tuple[StreamHandle, int]] = []  # (stream, how many states it runs)
-            states: list[Any] = []
+            self._update_level(self._lateness(waiting, now), now)
+            groups: dict[int, list[tuple[StreamHandle, int, int]]] = {}  # steps -> (stream, states, level)
+            states: dict[int, list[Any]] = {}
+            hops: dict[int, list[np.ndarray]] = {}
             for handle in (waiting[self._turn :] + waiting[: self._turn])[: self.max_batch]:
+                level = self._stream_level(handle, self.level)
+                session = handle.session
                 try:
-                    taken = handle.session.begin_hop(passthrough=level == PASS_THROUGH)
+                    if level == PASS_THROUGH and session.passing_through:
+                        while session.pending_hops:  # no compute: drain the whole backlog now
+                            session.begin_hop(passthrough=True)
+                            session.end_hop(None, PASS_THROUGH)
+                        handle._notify()
+                        continue
+                    taken = session.begin_hop(passthrough=level == PASS_THROUGH)
                 except Exception as error:  # a broken stream must not stop the round
                     self._fail(handle, error)
                     continue
-                self._hops[len(states) : len(states) + len(taken)] = handle.session.audio
-                states += taken
-                batch.append((handle, len(taken)))
-        steps = self.processor.max_steps if level == FULL else self.reduced_steps
+                steps = self.processor.max_steps if level == FULL else self.reduced_steps
+                if level == FEWER_STEPS and self._steps_matter is not None and taken \
+                        and not any(self._steps_matter(state) for state in taken):
+                    level = FULL  # computed as it would be at full quality: not degraded
+                groups.setdefault(steps, []).append((handle, len(taken), level))
+                states.setdefault(steps, []).extend(taken)
+                hops.setdefault(steps, []).extend([session.audio.copy()] * len(taken))
+        for steps, batch in groups.items():
+            self._run_group(batch, states[steps], hops[steps], steps)
+
+    def _run_group(self, batch: list[tuple[StreamHandle, int, int]], states: list[Any], hops: list[np.ndarray],
+                   steps: int) -> None:
+        """One processor call for the streams of a round that run at the same number of steps."""
+        counts = [count for _, count, _ in batch]
+        rows = len(states)
+        if rows:
+            self._hops[:rows] = np.stack(hops)
         started = time.perf_counter()
-        results = self._compute(states, [count for _, count in batch], steps)
-        per_row = (time.perf_counter() - started) / max(1, len(states))
+        results = self._compute(states, counts, steps)
+        per_row = (time.perf_counter() - started) / max(1, rows)
         with self._lock:
-            for (handle, count), result in zip(batch, results):
+            for (handle, count, level), result in zip(batch, results):
                 if isinstance(result, Exception):
                     self._fail(handle, result)
                     continue

@@ -205,6 +205,11 @@ class StreamSession:
             )
         self._write(pcm)
 
+    @property
+    def samples_fed(self) -> int:
+        """Client samples the stream has taken."""
+        return self._fed
+
     def has_room(self, samples: int) -> bool:
         """Whether a frame of `samples` client samples fits the backlog now (`feed` would take it)."""
         # At most what the resampler owes once it has seen this frame (it never runs ahead of the input).
@@ -298,6 +303,12 @@ class StreamSession:
             self.metrics.degraded_s[level] += self.hop / self.model_rate
         if self._hops_taken == self._end_hop:
             self._finish_output()
+
+    def understood(self) -> dict | None:
+        """How the model took the current prompt (`processor.describe_state`, e.g. the default model's nearest
+        class and branch), or None when the processor does not say."""
+        describe = getattr(self.processor, "describe_state", None)
+        return describe(self.state) if describe is not None else None
 
     @property
     def passing_through(self) -> bool:

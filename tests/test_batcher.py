@@ -194,3 +194,92 @@ async def test_video_frames_reach_the_stream_on_the_worker():
         handle = await batcher.open(Prompt("rain"), 16000)
         with pytest.raises(StreamInputError, match="takes no video"):
             await handle.push_video(frames, np.array([0.02]))
+
+
+# ---------------------------------------------------------------------------------------------- pacing
+
+
+async def paced(handle: StreamHandle, x: np.ndarray, frame: int, realtime: bool) -> np.ndarray:
+    """A transport: each frame waits for room (flow control) and is fed at once; `realtime` sends at the audio's
+    own pace (a live source), else as fast as the stream takes it (a file). Returns [2, len(x) + L]."""
+    futures = []
+    begin = asyncio.get_running_loop().time()
+    for start in range(0, len(x), frame):
+        if realtime:
+            await asyncio.sleep(max(0.0, begin + start / 16000 - asyncio.get_running_loop().time()))
+        piece = x[start : start + frame]
+        await handle.wait_for_room(len(piece))
+        futures.append(handle.submit(piece))
+    outputs = [np.stack(out) for out in await asyncio.gather(*futures)]
+    return np.concatenate(outputs + [np.stack(await handle.close())], axis=1)
+
+
+async def test_streams_paced_as_fast_as_possible_are_never_degraded():
+    """A slow model: the live stream degrades (the default model has one step: straight to pass-through);
+    a file, paced as fast as possible, waits for room instead and gets the full-quality separation."""
+    processor = DSPProcessor(hop=160, max_steps=1, seconds_per_step=0.012)  # 12 ms per 10 ms hop: behind
+    x = mixture(1.5, 16000)
+    async with Batcher(processor, realtime_budget_s=0.05, recover_s=0.05) as batcher:
+        assert not batcher.has_fewer_steps
+        live = await batcher.open(Prompt("wind"), 16000)
+        afap = await batcher.open(Prompt("rain"), 16000, live=False)
+        assert live.live and not afap.live
+        _, file_out = await asyncio.gather(paced(live, x, 320, realtime=True), paced(afap, x, 320, realtime=False))
+    assert live.metrics.degraded_s[PASS_THROUGH] > 0
+    assert live.metrics.degraded_s[FEWER_STEPS] == 0  # one step: nothing fewer to run
+    assert afap.metrics.degraded_s == {FEWER_STEPS: 0.0, PASS_THROUGH: 0.0}
+    np.testing.assert_array_equal(file_out, alone(16000, "rain", [x], hop=160, max_steps=1))
+    assert {steps for _, steps in processor.calls} == {1}
+
+
+async def test_a_stalled_model_never_ends_a_live_stream():
+    """The model stalls for longer than the backlog holds: the live stream's frames wait for room (they are
+    never refused), the stream then passes its backlog through at once, and every sample is answered."""
+    processor = DSPProcessor(hop=160)
+    x = mixture(2.0, 16000)
+    async with Batcher(processor, max_queue_hops=40, realtime_budget_s=0.05, recover_s=0.05) as batcher:
+        handle = await batcher.open(Prompt("wind"), 16000)
+        sender = asyncio.ensure_future(paced(handle, x, 320, realtime=True))
+        await asyncio.sleep(0.3)
+        processor.gate.clear()  # 0.8 s stall: twice what the backlog (40 hops = 0.4 s) holds
+        await asyncio.sleep(0.8)
+        assert not handle.session.has_room(320) and handle.error is None
+        processor.gate.set()
+        out = await sender
+    assert out.shape == (2, len(x) + handle.latency_samples)
+    assert handle.error is None and handle.metrics.degraded_s[PASS_THROUGH] > 0.3
+    aligned = out[:, handle.latency_samples :]
+    # Target + residual is the input, degraded or not, but for the equal-power fades into and out of pass-through.
+    assert np.count_nonzero(np.abs(aligned.sum(axis=0) - x) > 1e-6) <= 4 * 320
+
+
+async def test_an_idle_server_returns_to_full_quality():
+    processor = DSPProcessor(hop=160, max_steps=8, seconds_per_step=0.006)
+    x = mixture(0.6, 16000)
+    async with Batcher(processor, realtime_budget_s=0.05, recover_s=0.1) as batcher:
+        handle = await batcher.open(Prompt("wind"), 16000)
+        await paced(handle, x, 160, realtime=True)
+        assert handle.metrics.degraded_s[PASS_THROUGH] > 0
+        for _ in range(100):  # no stream has audio waiting: the level steps down on its own
+            if batcher.level == FULL:
+                break
+            await asyncio.sleep(0.05)
+        assert batcher.level == FULL
+
+
+async def test_fewer_steps_count_only_where_they_change_the_output():
+    """Level 1 runs fewer steps, but a state whose output does not depend on steps (the default model's speech
+    expert branch) is not counted as degraded."""
+
+    class SomeStepsMatter(DSPProcessor):
+        def steps_matter(self, state) -> bool:
+            return len(state.taps.nonzero()[0]) != 4  # prompt "bird": 4 taps, computed without steps
+
+    processor = SomeStepsMatter(hop=160, max_steps=8, seconds_per_step=0.0025)  # 20 ms at 8 steps, 10 at 4
+    x = mixture(1.5, 16000)
+    async with Batcher(processor, realtime_budget_s=0.04, recover_s=10.0) as batcher:
+        handles = [await batcher.open(Prompt(text), 16000) for text in ("bird", "blackbird")]
+        await asyncio.gather(*(paced(h, x, 160, realtime=True) for h in handles))
+    assert (1, 4) in processor.calls or (2, 4) in processor.calls  # level 1 happened
+    assert handles[0].metrics.degraded_s[FEWER_STEPS] == 0
+    assert handles[1].metrics.degraded_s[FEWER_STEPS] > 0

@@ -295,6 +295,80 @@ async def test_control_and_frame_errors_leave_the_connection_usable(processor):
     assert end["samples_in"] == len(x)
 
 
+async def test_error_messages_say_what_is_missing_and_never_echo_a_huge_value(processor):
+    start = {"type": "start", "format": "float32", "sample_rate": 16000, "prompt": {"spans": [list(SPANS[0])]}}
+    async with running_server(processor) as server:
+        async with connect(url(server), max_size=None) as ws:
+
+            async def reply(message) -> dict:
+                await ws.send(message if isinstance(message, str) else json.dumps(message))
+                return json.loads(await ws.recv())
+
+            missing = await reply({k: v for k, v in start.items() if k != "format"})
+            assert missing["code"] == "bad_format" and "missing 'format'" in missing["message"]
+            assert "None" not in missing["message"]
+            missing = await reply({k: v for k, v in start.items() if k != "sample_rate"})
+            assert missing["code"] == "bad_sample_rate" and "missing 'sample_rate'" in missing["message"]
+            missing = await reply({k: v for k, v in start.items() if k != "prompt"})
+            assert missing["code"] == "bad_prompt" and "'prompt'" in missing["message"]
+            pacing = await reply({**start, "pacing": "turbo"})
+            assert pacing["code"] == "bad_message" and "as_fast_as_possible" in pacing["message"]
+            huge = "x" * 2**20  # a 1 MiB type, rate, text: the errors quote at most a few dozen characters
+            for message, code in [({"type": huge}, "unknown_type"), ({**start, "sample_rate": huge}, "bad_sample_rate"),
+                                  ({**start, "prompt": {"text": 7, "x": huge}}, "bad_prompt"),
+                                  ({**start, "prompt": {"spans": [[huge, 1, 2]]}}, "bad_prompt")]:
+                error = await reply(message)
+                assert error["code"] == code
+                assert len(json.dumps(error)) < 600, error["message"][:200]
+            nested = await reply("[" * 100_000 + "]" * 100_000)  # deeper than Python's parser goes
+            assert nested["code"] == "bad_json" and "nested" in nested["message"]
+            assert (await reply(start))["type"] == "started"  # the connection is still fine
+    assert server.metrics.errors["internal"] == 0
+
+
+async def test_a_client_that_does_not_read_is_cut_off_and_others_go_on(processor):
+    """A slow reader sends audio and never reads: the server holds at most OUTBOX_AUDIO_S of its replies,
+    stops reading it, and drops it once a reply has waited send_timeout_s; another client meanwhile gets
+    exactly its separation."""
+    from samstream.clients.cli.bench_fuzz import RawClient
+    from samstream.stream.server.ws import OUTBOX_AUDIO_S
+
+    rate = 48000
+    frame = np.zeros(rate, np.float32).tobytes()  # 1 s frames: 384 kB replies fill the socket buffers fast
+    x = mixture(2.0, 16000)
+    frames = [x[i : i + 320] for i in range(0, len(x), 320)]
+    expected = in_process(processor, 16000, Prompt(spans=SPANS), frames)
+    async with running_server(processor, send_timeout_s=1.0) as server:
+        slow = await RawClient.open(server.port, receive_buffer=4096)  # it never reads a reply
+        await slow.send({"type": "start", "format": "float32", "sample_rate": rate, "pacing": "as_fast_as_possible",
+                         "prompt": {"spans": [list(SPANS[0])]}})
+
+        async def flood() -> None:
+            try:
+                for _ in range(200):
+                    await slow.send(frame)  # waits once the server stops reading
+            except (ConnectionError, OSError):
+                pass
+
+        flooding = asyncio.ensure_future(flood())
+        async with await SeparationClient.connect(url(server)) as client:
+            await client.start(16000, spans=SPANS, format="float32")
+            out, end = await stream_frames(client, frames, window=4)
+        held = []
+        for _ in range(400):  # the slow reader's connection is dropped within send_timeout_s of stalling
+            held.append(max((c._outbox_samples for c in server.connections), default=0))
+            if server.metrics.errors["slow_reader"] and not server.sessions:
+                break
+            await asyncio.sleep(0.05)
+        flooding.cancel()
+        slow.abort()
+        assert server.metrics.errors["slow_reader"] == 1
+        assert not server.sessions  # its session was dropped with it
+        assert max(held) <= OUTBOX_AUDIO_S * rate + rate  # at most OUTBOX_AUDIO_S of its audio (plus a frame)
+    assert_batched_equal(out, expected)  # batched with the slow reader's hops for a while
+    assert end["samples_in"] == len(x)
+
+
 @dataclass
 class TaggedState:
     inner: Any
@@ -356,38 +430,40 @@ async def test_model_error_fails_only_that_session(processor):
     assert server.metrics.errors["model_error"] == codes.count("model_error")
 
 
-async def test_backlog_full_refuses_frames_and_counts_only_accepted_ones(processor):
+async def test_a_full_backlog_stops_reading_instead_of_refusing_frames(processor):
+    """Flow control: while the model stalls, the server reads frames only until the session's backlog (2 s) is
+    full, then stops reading (TCP holds the rest); once the model moves again every frame is answered, in
+    order, with nothing refused, dropped or degraded."""
     rate = 16000
     x = mixture(3.0, rate)
     frames = [x[i : i + 1600] for i in range(0, len(x), 1600)]
     flaky = FlakyProcessor(processor)
+    expected = in_process(processor, rate, Prompt(spans=SPANS), frames)
     async with running_server(flaky) as server:
-        async with await SeparationClient.connect(url(server)) as client:
-            started = await client.start(rate, spans=SPANS, format="float32")
-            flaky.gate.clear()  # the model stalls: 3 s of audio arrive, the backlog holds 2 s
-            try:
-                for frame in frames:
-                    await client.send_audio(frame)
-                # Wait until the server has read every frame: one reply is with the sender (waiting for the
-                # model), the others are queued behind it. Each frame was taken or refused on arrival.
-                (connection,) = server.connections
-                for _ in range(2000):
-                    if connection._outbox.qsize() == len(frames) - 1:
-                        break
-                    await asyncio.sleep(0.005)
-                await asyncio.sleep(0)
-            finally:
-                flaky.gate.set()
-            replies = []
-            for _ in frames:
+        for pacing in ("live", "as_fast_as_possible"):
+            async with await SeparationClient.connect(url(server)) as client:
+                started = await client.start(rate, spans=SPANS, format="float32", pacing=pacing)
+                assert started["pacing"] == pacing
+                flaky.gate.clear()  # the model stalls: 3 s of audio are sent, the backlog holds 2 s
                 try:
-                    replies.append(len(await client.receive_audio()))
-                except ServerError as error:
-                    replies.append(error.code)
-            end = await client.flush()
-    accepted = sum(r for r in replies if r != "backlog_full")
-    assert "backlog_full" in replies and accepted >= 1.9 * rate
-    assert end["samples_in"] == accepted and end["samples_out"] == accepted + started["latency_samples"]
+                    sending = asyncio.gather(*[client.send_audio(frame) for frame in frames])
+                    (connection,) = server.connections
+                    session = connection.stream.handle.session
+                    for _ in range(400):  # the server has read up to the backlog's limit, then stopped
+                        if not session.has_room(1600):
+                            break
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.2)
+                    assert 1.9 <= session.metrics.audio_in_s <= 2.1
+                finally:
+                    flaky.gate.set()
+                await sending
+                out, end = await stream_frames(client, [])
+                replies = out
+            assert end["samples_in"] == len(x) and end["samples_out"] == len(x) + started["latency_samples"]
+            assert end["metrics"]["degraded_s"] == {"fewer_steps": 0.0, "pass_through": 0.0}
+            np.testing.assert_array_equal(replies, expected)
+    assert not server.metrics.errors
 
 
 async def test_session_limit(processor):

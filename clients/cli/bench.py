@@ -16,6 +16,8 @@ TARGETS: dict[str, tuple[str, str]] = {
     "window": ("samstream.clients.cli.bench_window", "sliding-window streaming vs whole-file separation (SNR)"),
     "embedded": ("samstream.clients.cli.bench_embedded", "embedded model: real-time factor of its stream step"),
     "e2e": ("samstream.clients.cli.bench_e2e", "end-to-end latency: WebSocket, WebRTC, browser; stream capacity"),
+    "fuzz": ("samstream.clients.cli.bench_fuzz", "malformed input of every kind against a server: nothing breaks"),
+    "soak": ("samstream.clients.cli.bench_soak", "N live streams for M minutes: memory, accounting, latency"),
 }
 
 

@@ -41,6 +41,9 @@ class BlockCausalProcessor:
         steps_matter = getattr(separator, "steps_matter", None)
         if steps_matter is not None:
             self.steps_matter = steps_matter
+        describe_state = getattr(separator, "describe_state", None)  # how a prompt was understood (a dict)
+        if describe_state is not None:
+            self.describe_state = describe_state
 
     def init_state(self, prompt: Prompt):
         _check_prompt(prompt)

@@ -21,12 +21,15 @@ import logging
 import mimetypes
 import secrets
 import signal
+import socket
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import HeaderLineTooLong, InvalidMessage, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import Request, Response
+from websockets.protocol import Protocol
 
 from samstream.model.errors import UserFacingError
 from samstream.stream.batcher import Batcher, StreamHandle
@@ -76,14 +79,15 @@ class SeparationServer:
 
     # ---------------------------------------------------------------- sessions
 
-    async def open_stream(self, prompt: Prompt, client_rate: int) -> tuple[str, StreamHandle]:
-        """A new engine session, within the session limit; returns (session id, handle)."""
+    async def open_stream(self, prompt: Prompt, client_rate: int, *, live: bool = True) -> tuple[str, StreamHandle]:
+        """A new engine session, within the session limit; returns (session id, handle). `live=False`: paced
+        "as fast as possible" (never degraded, flow-controlled; stream/batcher.py)."""
         if len(self.sessions) + self._opening >= self.config.max_sessions:
             raise ProtocolError("too_many_sessions", f"the server is at its limit of {self.config.max_sessions} "
                                                      "sessions: try again later")
         self._opening += 1
         try:
-            handle = await self.batcher.open(prompt, client_rate)
+            handle = await self.batcher.open(prompt, client_rate, live=live)
         except UserFacingError as error:  # e.g. a text prompt for a model without a text encoder
             raise ProtocolError("bad_prompt", str(error)) from None
         except Exception as error:
@@ -106,20 +110,24 @@ class SeparationServer:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        try:
-            self._server = await serve(
-                self._handle, self.config.host, self.config.port, process_request=self._process_request,
-                max_size=self.config.max_message_bytes, server_header=f"samstream ({PROTOCOL})",
-            )
-        except OSError as error:
-            raise ServerConfigError(f"cannot listen on {self.config.host}:{self.config.port} ({error.strerror}): "
-                                    "choose another --port or --host") from None
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on `config.host:config.port`, or on `sock`, a socket `listen_socket` bound already (the CLI
+        binds before it loads the model, so that a busy port is reported at once)."""
+        if sock is None:
+            sock = listen_socket(self.config.host, self.config.port)
+        self._server = await serve(
+            self._handle, sock=sock, process_request=self._process_request, create_connection=HttpAwareConnection,
+            max_size=self.config.max_message_bytes, server_header=f"samstream ({PROTOCOL})",
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {
-            "url": f"ws://{self.config.host}:{self.port}", "host": self.config.host, "port": self.port,
+            "url": self.url("ws"), "page": self.url("http") + "/", "host": self.config.host, "port": self.port,
             "model": self.model_name, "max_sessions": self.config.max_sessions,
             "auth": self.config.token is not None, "static": str(self.config.static_dir)}})
+
+    def url(self, scheme: str = "ws") -> str:
+        """The server's address, e.g. ws://127.0.0.1:8765 or http://[::1]:8765 (bound already)."""
+        return f"{scheme}://{url_host(self.config.host)}:{self.port}"
 
     async def shutdown(self) -> None:
         """Stop accepting connections, flush every session (tail + `end`) and close the connections (1001)."""
@@ -141,14 +149,18 @@ class SeparationServer:
         await self.batcher.aclose()
         log.info("stopped", extra={"fields": {"sessions_started": self.metrics.sessions_started}})
 
-    async def run_until_signal(self) -> None:
-        """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    async def run_until_signal(self, sock: socket.socket | None = None,
+                               on_listening: Callable[[SeparationServer], None] | None = None) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully (`sock`: see `start`; `on_listening` is called
+        once the server listens)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await self.start()
+            await self.start(sock)
+            if on_listening is not None:
+                on_listening(self)
             await stop.wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -182,7 +194,7 @@ class SeparationServer:
             if not token_matches(self.config, request.path, headers.get("Authorization")):
                 return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
                                      "missing or wrong token: send 'Authorization: Bearer T' or ?token=T")
-            if not origin_allowed(self.config, headers.get("Origin"), headers.get("Host")):
+            if not origin_allowed(self.config, headers.get("Origin"), headers.get("Host"), self.port):
                 return self._refusal(http.HTTPStatus.FORBIDDEN, "origin_forbidden",
                                      f"origin {headers.get('Origin')} may not connect: start the server with "
                                      "--allowed-origin for it")
@@ -197,17 +209,20 @@ class SeparationServer:
             return http_response(status, json.dumps(health).encode(), "application/json")
         if path == "/metrics":
             if not token_matches(self.config, request.path, headers.get("Authorization")):
-                return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized", "missing or wrong token")
+                return self._refusal(http.HTTPStatus.UNAUTHORIZED, "unauthorized",
+                                     "missing or wrong token: send 'Authorization: Bearer T' or ?token=T",
+                                     request="/metrics")
             text = self.metrics.render(self.model_name, [h.metrics for h in self.sessions.values()],
                                        self.batcher.level, self.config.max_sessions)
             text += "".join(source() for source in self.metrics_sources)
             return http_response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         return await self._static(path)
 
-    def _refusal(self, status: http.HTTPStatus, code: str, message: str) -> Response:
+    def _refusal(self, status: http.HTTPStatus, code: str, message: str, request: str = "handshake") -> Response:
+        """A refused request: a WebSocket handshake (`request` "handshake") or an HTTP GET (its path)."""
         self.metrics.errors[code] += 1
-        log.info("refused", extra={"fields": {"code": code, "status": status.value}})
-        body = json.dumps({"type": "error", "code": code, "message": message, "request": "handshake"})
+        log.info("refused", extra={"fields": {"code": code, "status": status.value, "request": request}})
+        body = json.dumps({"type": "error", "code": code, "message": message, "request": request})
         return http_response(status, body.encode(), "application/json")
 
     async def _static(self, path: str) -> Response:
@@ -224,6 +239,71 @@ class SeparationServer:
         if content_type.startswith("text/") or content_type == "application/javascript":
             content_type += "; charset=utf-8"
         return http_response(http.HTTPStatus.OK, body, content_type)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port and listening, or a clear error (port in use, unknown address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ServerConfigError(f"cannot listen on {host}:{port}: unknown address ({error.strerror}); "
+                                "pass --host with an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        hint = "choose another --port (or stop the server that holds it)" if error.errno == 98 else \
+            "choose another --port or --host"
+        raise ServerConfigError(f"cannot listen on {host}:{port} ({error.strerror}): {hint}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def url_host(host: str) -> str:
+    """A host as it goes into a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class HttpAwareConnection(ServerConnection):
+    """websockets' connection, but bytes on the port that are not an HTTP request get `400 Bad Request`
+    (websockets closes such connections without a word)."""
+
+    def __init__(self, protocol, server, **options) -> None:
+        protocol.parser = _parse_request_or_refuse(protocol)
+        next(protocol.parser)  # nothing was received yet: the new parser starts from the first byte
+        super().__init__(protocol, server, **options)
+
+
+def _parse_request_or_refuse(protocol):
+    """websockets' ServerProtocol.parse, answering unreadable requests with an HTTP error."""
+    try:
+        request = yield from Request.parse(protocol.reader.read_line)
+    except EOFError as error:  # closed before a whole request: no one to answer
+        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+        protocol.handshake_exc.__cause__ = error
+        protocol.send_eof()
+        protocol.parser = protocol.discard()
+        next(protocol.parser)
+        yield
+    except Exception as error:
+        protocol.handshake_exc = error
+        if isinstance(error, RequestLineTooLong):
+            status = http.HTTPStatus.REQUEST_URI_TOO_LONG
+        elif isinstance(error, (HeaderLineTooLong, TooManyHeaders)):
+            status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+        else:
+            status = http.HTTPStatus.BAD_REQUEST
+        protocol.send_response(protocol.reject(status, (
+            f"not an HTTP request ({error}): this port speaks HTTP and WebSocket (protocol {PROTOCOL}): "
+            "GET / for the browser client, /health, /metrics, or a WebSocket handshake to /\n")))
+        yield
+    else:
+        protocol.events.append(request)
+        yield from Protocol.parse(protocol)
 
 
 def http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:

@@ -42,6 +42,7 @@ class ServerConfig:
     max_message_bytes: int = 2**21  # any WebSocket message; bigger ones close the connection (1009)
     max_frame_s: float = 1.0  # audio per binary frame; longer frames are refused (frame_too_large)
     idle_timeout_s: float = 30.0  # no message from the client for this long ends the connection
+    send_timeout_s: float = 10.0  # a reply that cannot be written for this long: the client is cut off
     shutdown_grace_s: float = 10.0  # how long a graceful shutdown waits for sessions to flush
 
     def check(self) -> None:
@@ -58,6 +59,8 @@ class ServerConfig:
             raise ServerConfigError(f"the frame limit must lie in (0, 10] seconds, got {self.max_frame_s}")
         if self.idle_timeout_s <= 0:
             raise ServerConfigError(f"--idle-timeout must be positive, got {self.idle_timeout_s}")
+        if self.send_timeout_s <= 0:
+            raise ServerConfigError(f"--send-timeout must be positive, got {self.send_timeout_s}")
         if self.static_dir is not None and not self.static_dir.is_dir():
             raise ServerConfigError(f"static folder {self.static_dir} does not exist")
 
@@ -86,14 +89,27 @@ def token_matches(config: ServerConfig, path: str, authorization: str | None) ->
     return given is not None and hmac.compare_digest(given.encode(), config.token.encode())
 
 
-def origin_allowed(config: ServerConfig, origin: str | None, host_header: str | None) -> bool:
+def origin_allowed(config: ServerConfig, origin: str | None, host_header: str | None,
+                   port: int | None = None) -> bool:
+    """Whether a browser page from `origin` may open a socket: the server's own page, or an allowed origin.
+
+    The server's own page is the one served at the address the socket was opened on (`Host`), or at any
+    loopback name of this machine on the server's port (`port`): a page opened as http://localhost:PORT/ that
+    connects to ws://127.0.0.1:PORT/ (or the reverse) comes from this very server."""
     if origin is None:  # not a browser
         return True
     if origin in config.allowed_origins:
         return True
     parts = urlsplit(origin)
-    # The server's own page (same host and port as the request) may always connect.
-    return parts.scheme in ("http", "https") and host_header is not None and parts.netloc == host_header
+    if parts.scheme not in ("http", "https"):
+        return False
+    if host_header is not None and parts.netloc == host_header:
+        return True
+    try:
+        origin_port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # an unreadable port
+        return False
+    return port is not None and origin_port == port and parts.hostname is not None and is_loopback(parts.hostname)
 
 
 # ------------------------------------------------------------------------------------------- metrics

@@ -11,8 +11,9 @@ first prompt) and gets `webrtc_answer`. Then:
 
 The output track follows aiortc's `examples/server`: a `MediaStreamTrack` whose `recv()` returns the
 next transformed frame. The caller's frames are fed to the engine as they arrive (a pump task), so a
-compute backlog shows up in the batcher, which degrades in its declared way, rather than in aiortc's
-queues. Every input sample yields exactly one output sample: output sample n is the separation of
+compute backlog shows up in the batcher, which degrades in its declared way (a call is a live stream),
+rather than in aiortc's queues. Load never ends a call: a full backlog makes the pump wait for room.
+Every input sample yields exactly one output sample: output sample n is the separation of
 input sample n - L, L = `latency_samples` (in the answer and in every metrics message).
 
 The call lives as long as its signalling WebSocket (hanging up = closing the socket, and a server
@@ -61,7 +62,7 @@ from samstream.model.errors import UserFacingError
 from samstream.stream.media import RATE, OpusPacketEncoder, frame_to_mono
 from samstream.stream.processor import Prompt, StreamInputError
 from samstream.stream.ringbuffer import RingBuffer
-from samstream.stream.server.ws import ProtocolError
+from samstream.stream.server.ws import ProtocolError, check_text_length, request_name, shown
 
 if TYPE_CHECKING:
     from samstream.stream.batcher import StreamHandle
@@ -99,7 +100,8 @@ class OutputMix:
         try:
             gains = np.array([float(target), float(residual)], dtype=np.float32)
         except (TypeError, ValueError):
-            raise ProtocolError("bad_message", f"output gains must be numbers, got target={target!r}, residual={residual!r}") from None
+            raise ProtocolError("bad_message", f"output gains must be numbers, got target={shown(target)}, "
+                                               f"residual={shown(residual)}") from None
         if not np.isfinite(gains).all() or (gains < 0).any() or (gains > 2).any():
             raise ProtocolError("bad_message", f"output gains must lie in [0, 2], got target={target}, residual={residual}")
         return gains
@@ -172,9 +174,13 @@ class SeparatedTrack(MediaStreamTrack):
                     raise StreamInputError(f"WebRTC audio must arrive at {RATE} Hz, got {frame.sample_rate} Hz")
                 pcm = frame_to_mono(frame)
                 self.history.write(pcm)
+                # Flow control, never a refusal: a call is live, so the batcher degrades it (fewer steps, then
+                # pass-through) when compute falls behind, which drains its backlog; meanwhile its frames wait
+                # here (and in aiortc's queue) rather than ending the call.
+                await self.handle.wait_for_room(len(pcm))
+                output = self.handle.submit(pcm)  # fed now: frames reach the session in arrival order
                 self.samples_in += len(pcm)
-                # Tasks start in creation order, so frames reach the session in arrival order.
-                await self._pending.put((pcm, asyncio.ensure_future(self.handle.push(pcm))))
+                await self._pending.put((pcm, output))
         except MediaStreamError:
             pass
         except Exception as error:  # reported once by recv()
@@ -298,7 +304,7 @@ def check_box(box: Any) -> Box:
     if not numbers or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
         raise ProtocolError("bad_prompt", "'box' must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and "
                                           "0 <= y0 < y1 <= 1 (fractions of the video's width and height from its "
-                                          f"top-left corner), or null to clear it; got {box!r}")
+                                          f"top-left corner), or null to clear it; got {shown(box)}")
     return tuple(float(value) for value in box)
 
 
@@ -324,18 +330,20 @@ class PromptParts:
         """The parts a `prompt` message leaves: each key present replaces its part (null clears it)."""
         unknown = sorted(set(message) - {"type", "text", "spans", "example"})
         if unknown:
-            raise ProtocolError("bad_prompt", f"unknown prompt fields {unknown}: use text, spans, example "
+            raise ProtocolError("bad_prompt", f"unknown prompt fields {shown(unknown)}: use text, spans, example "
                                               "(a box on the video is a 'visual_mask' message)")
         parts = replace(self)
         if "text" in message:
             text = message["text"]
             if text is not None and not isinstance(text, str):
-                raise ProtocolError("bad_prompt", f"prompt 'text' must be a string or null, got {text!r}")
+                raise ProtocolError("bad_prompt", f"prompt 'text' must be a string or null, got {shown(text)}")
+            check_text_length(text)
             parts.text = text if text and text.strip() else None
         if "spans" in message:
             spans = message["spans"] or []
             if not isinstance(spans, list) or not all(isinstance(span, list) for span in spans):
-                raise ProtocolError("bad_prompt", f"prompt 'spans' must be a list of [sign, start_s, end_s], got {spans!r}")
+                raise ProtocolError("bad_prompt", f"prompt 'spans' must be a list of [sign, start_s, end_s], "
+                                                  f"got {shown(spans)}")
             parts.spans = tuple(tuple(span) for span in spans)
         if "example" in message:
             if message["example"] is not None:
@@ -359,7 +367,7 @@ class PromptParts:
 
 def check_sign(sign: Any) -> str:
     if sign not in ("+", "-"):
-        raise ProtocolError("bad_message", f"'sign' must be '+' (this sound) or '-' (not this), got {sign!r}")
+        raise ProtocolError("bad_message", f"'sign' must be '+' (this sound) or '-' (not this), got {shown(sign)}")
     return sign
 
 
@@ -492,7 +500,7 @@ class WebRTCPeer:
         try:
             parsed = candidate_from_sdp(line)
         except (ValueError, IndexError):
-            raise ProtocolError("bad_message", f"unreadable ICE candidate {candidate['candidate']!r}") from None
+            raise ProtocolError("bad_message", f"unreadable ICE candidate {shown(candidate['candidate'])}") from None
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
         await self.pc.addIceCandidate(parsed)
@@ -508,12 +516,15 @@ class WebRTCPeer:
                 message = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ProtocolError("bad_json", f"control message is not JSON: {error}") from None
+            except RecursionError:
+                raise ProtocolError("bad_json", "control message is JSON nested too deeply") from None
             if not isinstance(message, dict):
                 raise ProtocolError("bad_json", "a control message must be a JSON object with a string 'type'")
             kind = message.get("type")
             await self.control(message)
         except ProtocolError as error:
-            await self.notify({"type": "error", "code": error.code, "message": error.message, "request": kind})
+            request = request_name(kind) if isinstance(kind, str) else None
+            await self.notify({"type": "error", "code": error.code, "message": error.message, "request": request})
 
     async def control(self, message: dict) -> None:
         kind = message.get("type")
@@ -539,7 +550,7 @@ class WebRTCPeer:
             seconds = message.get("seconds", 3.0)
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not MIN_ENROLL_S <= seconds <= MAX_ENROLL_S:
                 raise ProtocolError("bad_message", f"'seconds' must be a number from {MIN_ENROLL_S} to {MAX_ENROLL_S}, "
-                                                   f"got {seconds!r}")
+                                                   f"got {shown(seconds)}")
             clip = self.track.history.last(seconds) if self.track is not None else np.zeros(0, np.float32)
             if len(clip) < MIN_ENROLL_S * RATE:
                 raise ProtocolError("bad_prompt", f"not enough audio to enroll yet: {len(clip) / RATE:.2f} s heard, "
@@ -561,7 +572,7 @@ class WebRTCPeer:
                                                 "open it with ?video=1)")
             await self._change_prompt(lambda parts: replace(parts, box=box))
         else:
-            raise ProtocolError("unknown_type", f"unknown control message type {kind!r}: use prompt, span_begin, "
+            raise ProtocolError("unknown_type", f"unknown control message type {shown(kind)}: use prompt, span_begin, "
                                                 "span_end, enroll, output or visual_mask")
 
     async def _change_prompt(self, change: Callable[[PromptParts], PromptParts]) -> None:
@@ -618,7 +629,7 @@ class WebRTCPeer:
         if error is not None:
             log.warning("WebRTC stream failed: %s", error, exc_info=error, extra={"fields": {"error": str(error)}})
             if isinstance(error, StreamInputError) and self.handle.error is None:
-                code, what = "backlog_full", str(error)
+                code, what = "bad_frame", str(error)  # e.g. audio at another rate than the call's
             else:
                 code, what = "model_error", f"the model failed on this call ({error})"
             self._spawn(self.notify({"type": "error", "code": code, "message": f"the call's audio stopped: {what}",

@@ -8,8 +8,13 @@ Replies leave in request order: each binary frame gets one reply (a binary frame
 or an `error`), each JSON message gets one reply, so a client can pair them by counting. The compute
 runs on the batcher's worker thread meanwhile, so the receive loop *starts* each request's work at
 once (a push into the batcher, a flush) and queues a `_Reply`; the send loop awaits the replies one
-after another and sends them. That queue is bounded: when it is full the receive loop stops reading
-and TCP pushes back on a client that sends faster than the server computes.
+after another and sends them.
+
+Flow control and bounds (docs/protocol.md, "Limits and flow control"). The receive loop stops reading
+(so TCP pushes back on the client) while the session's backlog has no room for the next frame, while
+`OUTBOX_REPLIES` replies wait to be sent, or while more than `OUTBOX_AUDIO_S` of audio does. A client
+that does not read its replies cannot make the server hold more than that; one whose reply cannot be
+written for `send_timeout_s` is cut off (a slow reader), and its session is dropped.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ FORMATS = {"pcm16": np.dtype("<i2"), "float32": np.dtype("<f4")}
 OUTPUTS = {"both": 2, "target": 1, "residual": 1}  # "both": target and residual interleaved
 MAX_EXAMPLE_S = 30.0
 MIN_METRICS_INTERVAL_S = 0.1
-OUTBOX_REPLIES = 256
+OUTBOX_REPLIES = 256  # replies (audio and JSON) waiting to be sent, per connection
+OUTBOX_AUDIO_S = 4.0  # seconds of a connection's audio in replies waiting to be sent (or computed)
+PACINGS = ("live", "as_fast_as_possible")
+SHOWN_CHARS = 60  # a client's value quoted in an error message is cut to this many characters
+MAX_TEXT_CHARS = 1000  # a text prompt names a sound: longer texts are refused (bad_prompt)
 
 # Stable error codes (docs/protocol.md says when each is sent).
 ERROR_CODES = frozenset({
@@ -54,6 +63,7 @@ ERROR_CODES = frozenset({
     "bad_format", "bad_sample_rate", "bad_prompt", "frame_too_large", "bad_frame", "backlog_full",
     "too_many_sessions", "unauthorized", "origin_forbidden", "idle_timeout", "model_error", "internal",
     "no_vision", "no_video", "video_error",  # visual prompts on WebRTC calls (docs/webrtc.md)
+    "slow_reader",  # a client that does not read its replies (logged and counted; the connection is dropped)
 })
 
 MessageHandler = Callable[["Connection", dict], Awaitable[None]]
@@ -89,11 +99,24 @@ class ProtocolError(Exception):
 # ------------------------------------------------------------------------------------------- formats
 
 
+def shown(value: Any) -> str:
+    """A client's value for an error message: its repr, cut to SHOWN_CHARS (a 1 MiB value must not make a
+    2 MiB error)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def request_name(kind: str) -> str:
+    """A message type as the `request` field of its error reply (cut like `shown`)."""
+    return kind if len(kind) <= SHOWN_CHARS else kind[:SHOWN_CHARS] + "..."
+
+
 @dataclass(frozen=True)
 class StreamFormat:
     encoding: str  # "pcm16" | "float32", little-endian, both ways
     sample_rate: int  # the client's rate, both ways
     outputs: str  # "both" | "target" | "residual"
+    pacing: str = "live"  # "live" (may be degraded to keep up) | "as_fast_as_possible" (never degraded)
 
     @property
     def channels(self) -> int:
@@ -135,6 +158,8 @@ def parse_control(text: str) -> dict:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise ProtocolError("bad_json", f"text message is not JSON: {error}") from None
+    except RecursionError:  # Python's parser gives up on arrays/objects nested ~1000 deep
+        raise ProtocolError("bad_json", "text message is JSON nested too deeply") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_json", "a control message must be a JSON object with a string 'type'")
     return message
@@ -143,48 +168,70 @@ def parse_control(text: str) -> dict:
 def parse_start(message: dict) -> tuple[StreamFormat, float | None]:
     """The stream format and the periodic-metrics interval of a `start` message."""
     protocol = message.get("protocol", PROTOCOL)
-    if protocol != PROTOCOL:
-        raise ProtocolError("unsupported_protocol", f"this server speaks {PROTOCOL}, not {protocol!r}")
-    encoding = message.get("format")
-    if encoding not in FORMATS:
-        raise ProtocolError("bad_format", f"'format' must be one of {sorted(FORMATS)}, got {encoding!r}")
+    if not isinstance(protocol, str) or protocol != PROTOCOL:
+        raise ProtocolError("unsupported_protocol", f"this server speaks {PROTOCOL}, not {shown(protocol)}")
+    if "format" not in message:
+        raise ProtocolError("bad_format", f"start is missing 'format': one of {sorted(FORMATS)}")
+    encoding = message["format"]
+    if not isinstance(encoding, str) or encoding not in FORMATS:
+        raise ProtocolError("bad_format", f"'format' must be one of {sorted(FORMATS)}, got {shown(encoding)}")
     outputs = message.get("outputs", "both")
-    if outputs not in OUTPUTS:
-        raise ProtocolError("bad_format", f"'outputs' must be one of {list(OUTPUTS)}, got {outputs!r}")
-    rate = message.get("sample_rate")
+    if not isinstance(outputs, str) or outputs not in OUTPUTS:
+        raise ProtocolError("bad_format", f"'outputs' must be one of {list(OUTPUTS)}, got {shown(outputs)}")
+    if "sample_rate" not in message:
+        raise ProtocolError("bad_sample_rate", f"start is missing 'sample_rate': the client's rate in Hz, an "
+                                               f"integer from {MIN_RATE} to {MAX_RATE}")
+    rate = message["sample_rate"]
     if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
         raise ProtocolError("bad_sample_rate",
-                            f"'sample_rate' must be an integer from {MIN_RATE} to {MAX_RATE} Hz, got {rate!r}")
+                            f"'sample_rate' must be an integer from {MIN_RATE} to {MAX_RATE} Hz, got {shown(rate)}")
+    pacing = message.get("pacing", "live")
+    if not isinstance(pacing, str) or pacing not in PACINGS:
+        raise ProtocolError("bad_message", f"'pacing' must be one of {list(PACINGS)}, got {shown(pacing)}")
     interval = message.get("metrics_interval_s")
     if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
                                  or not MIN_METRICS_INTERVAL_S <= interval <= 3600):
         raise ProtocolError("bad_message", f"'metrics_interval_s' must be a number of seconds from "
-                                           f"{MIN_METRICS_INTERVAL_S} to 3600, got {interval!r}")
-    return StreamFormat(encoding, rate, outputs), interval
+                                           f"{MIN_METRICS_INTERVAL_S} to 3600, got {shown(interval)}")
+    return StreamFormat(encoding, rate, outputs, pacing), interval
 
 
 def parse_prompt(spec: Any, fmt: StreamFormat, model_rate: int) -> Prompt:
     """A JSON prompt {text, spans, example} as an engine `Prompt` (the example resampled to the model rate).
 
     Runs in a worker thread: decoding and resampling a long example takes a few milliseconds."""
+    if spec is None:
+        raise ProtocolError("bad_prompt", "missing 'prompt': an object with 'text', 'spans' and/or 'example'")
     if not isinstance(spec, dict):
-        raise ProtocolError("bad_prompt", "'prompt' must be an object with 'text', 'spans' and/or 'example'")
+        raise ProtocolError("bad_prompt", f"'prompt' must be an object with 'text', 'spans' and/or 'example', "
+                                          f"got {shown(spec)}")
     unknown = sorted(set(spec) - {"text", "spans", "example"})
     if unknown:
-        raise ProtocolError("bad_prompt", f"unknown prompt fields {unknown}: use text, spans, example")
+        raise ProtocolError("bad_prompt", f"unknown prompt fields {shown(unknown)}: use text, spans, example")
     text = spec.get("text")
     if text is not None and not isinstance(text, str):
-        raise ProtocolError("bad_prompt", f"prompt 'text' must be a string, got {text!r}")
+        raise ProtocolError("bad_prompt", f"prompt 'text' must be a string, got {shown(text)}")
+    check_text_length(text)
     spans = spec.get("spans", [])
     if not isinstance(spans, list) or not all(isinstance(span, list) for span in spans):
-        raise ProtocolError("bad_prompt", f"prompt 'spans' must be a list of [sign, start_s, end_s], got {spans!r}")
+        raise ProtocolError("bad_prompt", f"prompt 'spans' must be a list of [sign, start_s, end_s], "
+                                          f"got {shown(spans)}")
     example = None
     if spec.get("example") is not None:
         example = decode_example(spec["example"], fmt, model_rate)
     try:
         return Prompt(text=text, spans=tuple(tuple(span) for span in spans), example=example)
     except UserFacingError as error:
-        raise ProtocolError("bad_prompt", str(error)) from None
+        message = str(error)
+        if len(message) > 4 * SHOWN_CHARS:  # it may quote the client's value
+            message = message[: 4 * SHOWN_CHARS] + "..."
+        raise ProtocolError("bad_prompt", message) from None
+
+
+def check_text_length(text: str | None) -> None:
+    if text is not None and len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError("bad_prompt", f"prompt 'text' of {len(text)} characters is too long: name the sound in "
+                                          f"at most {MAX_TEXT_CHARS} characters, e.g. \"dog barking\"")
 
 
 def decode_example(data: Any, fmt: StreamFormat, model_rate: int) -> np.ndarray:
@@ -217,6 +264,7 @@ class _Reply:
     request: str | None  # "audio" or the message type, named by an error reply (None: no request)
     deliver: Callable[[Any], Awaitable[None]]  # sends the reply, given the work's result
     work: asyncio.Future | None = None  # started when the request arrived
+    samples: int = 0  # client samples of audio the reply carries (bounded by OUTBOX_AUDIO_S)
 
 
 @dataclass
@@ -242,6 +290,8 @@ class Connection:
         self.id = secrets.token_hex(4)
         self.stream: _Stream | None = None
         self._outbox: asyncio.Queue[_Reply | None] = asyncio.Queue(maxsize=OUTBOX_REPLIES)
+        self._outbox_samples = 0  # client samples of audio in replies not yet sent (OUTBOX_AUDIO_S)
+        self._outbox_drained = asyncio.Event()  # set by the send loop when it sends an audio reply
         self._shutdown = asyncio.get_running_loop().create_future()
         self._gone = False  # the client disconnected: replies are dropped, sessions released
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -250,6 +300,7 @@ class Connection:
             "stop": Connection._on_stop, "metrics": Connection._on_metrics,
         }
         self._stop_requested = False
+        self._vanished: tuple[_Stream, str] | None = None  # the session of a client that went away
 
     @property
     def log_fields(self) -> dict:
@@ -293,6 +344,8 @@ class Connection:
                 await self._send_error_reply(why, "the server failed on this connection (see its log)", None)
             await self._outbox.put(None)
             await sender
+            if self._vanished is not None:  # its log line counts every sample: answered or dropped
+                self._release(*self._vanished)
             for cleanup in self._cleanups:
                 try:
                     await cleanup()
@@ -326,8 +379,8 @@ class Connection:
                     await self._on_audio(message)
                 else:
                     control = parse_control(message)
-                    request = control["type"]
-                    await self._handler(request)(self, control)
+                    request = request_name(control["type"])
+                    await self._handler(control["type"])(self, control)
             except ProtocolError as error:
                 await self._send_error_reply(error.code, error.message, request)
             except UserFacingError as error:  # from an extension's handler
@@ -339,7 +392,7 @@ class Connection:
         handler = self._handlers.get(kind) or self.server.message_handlers.get(kind)
         if handler is None:
             known = sorted([*self._handlers, *self.server.message_handlers])
-            raise ProtocolError("unknown_type", f"unknown message type {kind!r}: use one of {known}")
+            raise ProtocolError("unknown_type", f"unknown message type {shown(kind)}: use one of {known}")
         return handler
 
     # ---------------------------------------------------------------- requests
@@ -352,18 +405,32 @@ class Connection:
             raise ProtocolError("frame_too_large", f"audio frame of {len(pcm)} samples is too long: send at most "
                                                    f"{limit} samples ({self.server.config.max_frame_s:g} s) per frame")
         received = time.monotonic()
-        # A task starts at the next loop turn, in creation order: frames reach the session in arrival order.
-        work = asyncio.ensure_future(self._push(stream, pcm))
-        await self._queue(_Reply("audio", lambda output: self._send_frame(stream, output, received), work))
-
-    async def _push(self, stream: _Stream, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        await self._wait_for_room(stream, len(pcm))  # flow control: reading stops until the session has room
         try:
-            return await stream.handle.push(pcm)
+            output = stream.handle.submit(pcm)  # fed now: frames reach the session in arrival order
         except StreamInputError as error:
             if stream.handle.error is not None:
                 raise self._model_error(stream.handle.error) from None
-            # The frame was checked above, so the session refuses it for its full backlog.
-            raise ProtocolError("backlog_full", str(error)) from None
+            raise ProtocolError("backlog_full", f"{error} (the connection is closing)") from None
+        work = asyncio.ensure_future(self._output(output))
+        await self._queue(_Reply("audio", lambda out: self._send_frame(stream, out, received), work, len(pcm)))
+
+    async def _wait_for_room(self, stream: _Stream, samples: int) -> None:
+        """Until the session's backlog takes `samples` more (its compute catches up: at once for a live stream
+        that keeps to the clock), or the connection shuts down or closes."""
+        room = asyncio.ensure_future(stream.handle.wait_for_room(samples))
+        if room.done():
+            return
+        closed = asyncio.ensure_future(self.ws.wait_closed())
+        try:
+            await asyncio.wait((room, self._shutdown, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            closed.cancel()
+
+    async def _output(self, output: asyncio.Future) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return await output
         except Exception as error:
             raise self._model_error(error) from None
 
@@ -387,22 +454,23 @@ class Connection:
         if "prompt" not in message:
             raise ProtocolError("bad_prompt", "start needs a 'prompt' with text, spans and/or an example")
         prompt = await asyncio.to_thread(parse_prompt, message["prompt"], fmt, self.server.model_rate)
-        session_id, handle = await self.server.open_stream(prompt, fmt.sample_rate)
+        session_id, handle = await self.server.open_stream(prompt, fmt.sample_rate, live=fmt.pacing == "live")
         self.stream = stream = _Stream(session_id, handle, fmt)
         if interval is not None:
             stream.metrics_task = asyncio.create_task(self._push_metrics(stream, interval))
         log.info("session started", extra={"fields": {
             **self.log_fields, "sample_rate": fmt.sample_rate, "format": fmt.encoding, "outputs": fmt.outputs,
+            "pacing": fmt.pacing,
             "latency_samples": handle.latency_samples, "prompt": describe_prompt(prompt)}})
         processor = self.server.batcher.processor
         await self._send_json_reply("start", {
             "type": "started", "protocol": PROTOCOL, "session": session_id, "model": self.server.model_name,
             "format": fmt.encoding, "sample_rate": fmt.sample_rate, "outputs": fmt.outputs, "channels": fmt.channels,
-            "latency_samples": handle.latency_samples,
+            "pacing": fmt.pacing, "latency_samples": handle.latency_samples,
             "latency_ms": 1000.0 * handle.latency_samples / fmt.sample_rate,
             "model_rate": processor.sample_rate, "hop": processor.hop_samples,
             "hop_ms": 1000.0 * processor.hop_samples / processor.sample_rate,
-            "max_frame_samples": handle.session.max_frame,
+            "max_frame_samples": handle.session.max_frame, "understood": understood(handle),
         })
 
     async def _on_prompt(self, message: dict) -> None:
@@ -417,7 +485,8 @@ class Connection:
             raise ProtocolError("bad_prompt", f"the model could not take this prompt ({error}); "
                                               "the previous prompt stays") from None
         log.info("prompt changed", extra={"fields": {**self.log_fields, "prompt": describe_prompt(prompt)}})
-        await self._send_json_reply("prompt", {"type": "prompt_changed", "session": stream.id})
+        await self._send_json_reply("prompt", {"type": "prompt_changed", "session": stream.id,
+                                               "understood": understood(stream.handle)})
 
     async def _on_flush(self, message: dict) -> None:
         self._live_stream("flush")
@@ -459,8 +528,8 @@ class Connection:
             self._release(stream, "model_error")
             return
         if self._gone:  # no one to send the tail to: stop computing this stream now
-            stream.dropped_samples = stream.handle.abort()
-            self._release(stream, why)
+            stream.dropped_samples += stream.handle.abort()
+            self._vanished = (stream, why)  # released once the replies already queued are drained
             return
         if stream.metrics_task is not None:
             stream.metrics_task.cancel()
@@ -493,6 +562,7 @@ class Connection:
             log.info("session ended", extra={"fields": {
                 "connection": self.id, "session": stream.id, "reason": why, "samples_in": stream.samples_in,
                 "samples_out": stream.samples_out, "samples_dropped": stream.dropped_samples,
+                "samples_fed": getattr(getattr(stream.handle, "session", None), "samples_fed", None),
                 "rtf": round(metrics.rtf, 4),
                 "degraded_s": {name: round(metrics.degraded_s[level], 3)
                                for level, name in ((FEWER_STEPS, "fewer_steps"), (PASS_THROUGH, "pass_through"))},
@@ -508,7 +578,7 @@ class Connection:
             "rtf": metrics.rtf, "compute_s": metrics.compute_s,
             "audio_in_s": metrics.audio_in_s, "audio_out_s": metrics.audio_out_s,
             "samples_in": stream.samples_in, "samples_out": stream.samples_out,
-            "queue_hops": metrics.queue_depth, "level": self.server.batcher.level,
+            "queue_hops": metrics.queue_depth, "level": self.server.batcher.level, "pacing": stream.format.pacing,
             "degraded_s": {"fewer_steps": metrics.degraded_s[FEWER_STEPS],
                            "pass_through": metrics.degraded_s[PASS_THROUGH]},
             "sessions": len(self.server.sessions),
@@ -523,6 +593,11 @@ class Connection:
     # ---------------------------------------------------------------- sending
 
     async def _queue(self, reply: _Reply) -> None:
+        limit = OUTBOX_AUDIO_S * (self.stream.format.sample_rate if self.stream is not None else 48000)
+        while reply.samples and self._outbox_samples > 0 and self._outbox_samples + reply.samples > limit:
+            self._outbox_drained.clear()  # too much audio waits to be sent: stop reading until some leaves
+            await self._outbox_drained.wait()
+        self._outbox_samples += reply.samples
         await self._outbox.put(reply)
 
     async def _send_loop(self) -> None:
@@ -533,6 +608,10 @@ class Connection:
             except ProtocolError as error:
                 if not self._gone:  # after a hang-up, the aborted session's frames fail: no one to tell
                     await self._send_error(error.code, error.message, reply.request)
+            finally:
+                if reply.samples:
+                    self._outbox_samples -= reply.samples
+                    self._outbox_drained.set()
 
     async def _send_json_reply(self, request: str, message: dict) -> None:
         await self._queue(_Reply(request, lambda _: self._send_json(message)))
@@ -552,9 +631,30 @@ class Connection:
         if self._gone:
             return
         try:
-            await self.ws.send(data)
+            await asyncio.wait_for(self.ws.send(data), self.server.config.send_timeout_s)
         except ConnectionClosed:
             self._gone = True  # keep draining the queue: its work finishes and is dropped
+        except TimeoutError:
+            self._cut_off()
+
+    def _cut_off(self) -> None:
+        """A slow reader: a reply could not be written for send_timeout_s because the client does not read.
+        Drop the connection (its session is aborted when the receive loop sees the close)."""
+        self._gone = True
+        timeout = self.server.config.send_timeout_s
+        self.server.metrics.errors["slow_reader"] += 1
+        log.warning("slow reader", extra={"fields": {
+            **self.log_fields, "code": "slow_reader",
+            "message": f"a reply could not be sent for {timeout:g} s: the client does not read; dropping it"}})
+        if self.stream is not None:
+            self.stream.dropped_samples += self.stream.handle.abort()
+        self.ws.transport.abort()
+
+
+def understood(handle: StreamHandle) -> dict | None:
+    """How the model took the stream's prompt (docs/protocol.md, `started`), when it says."""
+    session = getattr(handle, "session", None)
+    return session.understood() if session is not None and hasattr(session, "understood") else None
 
 
 def describe_prompt(prompt: Prompt) -> dict:
