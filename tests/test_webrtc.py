@@ -107,7 +107,7 @@ def test_prompt_parts_replace_only_what_a_message_names():
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray]]:
     out = tmp_path_factory.mktemp("webrtc")
-    done = python_isolated(str(SCENARIO), str(out), timeout_s=100)
+    done = python_isolated(str(SCENARIO), str(out), timeout_s=160)
     assert done.returncode == 0, f"scenario failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     with np.load(out / "audio.npz") as audio:
         return json.loads((out / "result.json").read_text()), dict(audio)
@@ -197,6 +197,17 @@ def test_output_gains_change_what_the_caller_hears(calls):
 def test_hang_up_releases_the_session(calls):
     result, _ = calls
     assert result["call1"]["released"] and result["call2"]["released"]
+
+
+def test_load_degrades_a_call_and_never_ends_it(calls):
+    """The model stalled for 3 s mid-call (longer than the session's 2 s backlog): the call was degraded
+    (pass-through, declared in its metrics), not ended; every sample of it came back."""
+    call = calls[0]["call3"]
+    assert not [event for event in call["events"] if event["type"] == "error"]
+    assert call["degraded_s"]["2"] > 0.5 and call["metrics"][-1]["degraded_s"]["2"] > 0.5
+    assert call["server_in"] == call["server_out"] and call["dropped"] == 0
+    assert call["sent"] - call["server_in"] <= 0.1 * RATE and call["server_out"] - call["received"] <= 0.1 * RATE
+    assert call["released"]
 
 
 def test_signalling_errors(calls):
