@@ -55,6 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(_data_run=_run_build_eval)
 
+    p = sub.add_parser("build-voice-eval", help="voice-pick items of held-out voices by pair type (overlapping "
+                                                "voices of different / the same gender, turn-taking)")
+    p.add_argument("out", type=Path, help="output folder (one sub-folder per item)")
+    _cache_arg(p)
+    p.add_argument("--per-type", type=int, default=20, help="items per pair type (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seconds", type=float, default=6.0, help="item length (default 6)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(_data_run=_run_build_voice_eval)
+
     p = sub.add_parser("pack", help="a compact training-data pack (train split, Opus) for a GPU burst")
     p.add_argument("out", type=Path, help="pack folder (e.g. cache/pack)")
     _cache_arg(p)
@@ -138,6 +148,17 @@ def _run_build_eval(args, cache_dir: Path) -> int:
                           config=replace(EVAL_CONFIG, seconds=args.seconds))
     lines = [f"build-eval: {manifest['items']} items ({manifest['split']} sources) -> {args.out}"]
     lines += [f"  {cls:<16} {n:>4}" for cls, n in manifest["per_class"].items()]
+    _finish(args, {"out": str(args.out), **manifest}, lines)
+    return 0
+
+
+def _run_build_voice_eval(args, cache_dir: Path) -> int:
+    from samstream.model.training.voices import build_voice_eval
+
+    manifest = build_voice_eval(cache_dir, args.out, per_type=args.per_type, seed=args.seed, seconds=args.seconds,
+                                force=args.force)
+    lines = [f"build-voice-eval: {manifest['items']} items from {manifest['speakers']} held-out voices -> {args.out}"]
+    lines += [f"  {kind:<22} {n:>4}" for kind, n in manifest["per_pair_type"].items()]
     _finish(args, {"out": str(args.out), **manifest}, lines)
     return 0
 

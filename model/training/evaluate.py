@@ -37,6 +37,7 @@ class Item:
     target_class: str
     prompt: str | None
     enrollment: np.ndarray | None
+    pair_type: str | None = None  # voice-pick items: overlap-cross-gender, overlap-same-gender, turns
 
 
 def load_items(directory: Path, limit: int | None = None, per_class: int | None = None,
@@ -71,7 +72,8 @@ def load_items(directory: Path, limit: int | None = None, per_class: int | None 
             enrollment = clip.mean(0)
         prompts = meta.get("prompts") or [None]
         prompt = prompts[min(prompt_index, len(prompts) - 1)]
-        items.append(Item(folder.name, mixture.mean(0), target.mean(0), rate, meta["target_class"], prompt, enrollment))
+        items.append(Item(folder.name, mixture.mean(0), target.mean(0), rate, meta["target_class"], prompt, enrollment,
+                          meta.get("pair_type")))
     return items
 
 
@@ -300,6 +302,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
 
     per_class: dict[str, list[float]] = {}
     scores, skipped, nothing_to_separate = [], 0, []
+    per_pair_type: dict[str, list[float]] = {}
     for item in tqdm(items, desc="eval", unit="item", disable=not progress, file=sys.stderr):
         if float(np.sum(item.target.astype(np.float64) ** 2)) < 1e-10:
             skipped += 1
@@ -310,6 +313,8 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
         estimate = estimator(item)
         improvement = si_sdr_db(estimate, item.target) - si_sdr_db(item.mixture, item.target)
         per_class.setdefault(item.target_class, []).append(improvement)
+        if item.pair_type:
+            per_pair_type.setdefault(item.pair_type, []).append(improvement)
         scores.append(si_sdr_db(estimate, item.target))
     from samstream.model.classes import REQUIRED_CLASSES
 
@@ -324,8 +329,16 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
         "mean_si_sdri_required_classes_db": _mean(required),
         "required_classes_n": len(required),
         "mean_si_sdr_db": _mean(scores),
-        "per_class": {cls: {"si_sdri_db": _mean(v), "n": len(v)} for cls, v in sorted(per_class.items())},
+        "per_class": {cls: {"si_sdri_db": _mean(v), "n": len(v), "share_below_0_db": _share_below_zero(v)}
+                      for cls, v in sorted(per_class.items())},
+        "per_pair_type": {kind: {"si_sdri_db": _mean(v), "n": len(v), "share_below_0_db": _share_below_zero(v)}
+                          for kind, v in sorted(per_pair_type.items())},
     }
+
+
+def _share_below_zero(values: list[float]) -> float:
+    """Share of items made worse than the mixture itself."""
+    return round(float(np.mean(np.asarray(values) < 0)), 3) if values else math.nan
 
 
 def _mean(values: list[float]) -> float:
@@ -364,6 +377,8 @@ def run(args: argparse.Namespace) -> int:
               "prompt_index": args.prompt_index, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
+    for kind, row in result["per_pair_type"].items():
+        print(f"{'voice ' + kind:>28}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
     print(f"{'overall':>16}: {result['mean_si_sdri_db']:+7.2f} dB SI-SDRi  (n={result['n']})")
     if args.json:
         print(json.dumps(result))

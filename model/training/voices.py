@@ -216,3 +216,67 @@ class VoicePairSource:
             raise DataError("10 voice pairs in a row could not be made: too few utterances per speaker?")
         return TrainingExample(pair.mixture, pair.target, pair.prompt, pair.enrollment,
                                example_required=pair.prompt is None)
+
+
+PAIR_TYPES = {  # evaluation pair type -> (layout, same gender?)
+    "overlap-cross-gender": ("overlap", False),
+    "overlap-same-gender": ("overlap", True),
+    "turns": ("turns", None),
+}
+
+
+def build_voice_eval(cache_dir, out_dir, per_type: int = 20, seed: int = 0, seconds: float = 6.0,
+                     force: bool = False) -> dict:
+    """Voice-pick items of held-out voices never heard in training, in the eval layout: two voices overlapping
+    (different genders, the same gender) and taking turns; the enrollment clip holds other utterances of the
+    target. meta.json: target_class "speaker", pair_type, target/interferer speaker and gender."""
+    import shutil
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from samstream.model.class_prompts import canonical
+    from samstream.model.training.common import write_json
+    from samstream.model.training.index import load_index
+    from samstream.model.training.mixtures import SPEAKER_CLASS
+    from samstream.model.training.split import HELDOUT, TRAIN
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise DataError(f"{out_dir} is not empty: choose another folder or pass --force to replace it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = load_index(Path(cache_dir))["entries"]
+    trained = {e.get("speaker") for e in entries if e["split"] == TRAIN}
+    pairs = VoicePairGenerator(MixtureGenerator(entries, cache_dir, HELDOUT),
+                               VoiceConfig(seconds=seconds, noise_rate=0.0, reverb_rate=0.2, speed_range=0.0,
+                                           gender_prompt_rate=0.0))
+    pairs.speakers = [s for s in pairs.speakers if s not in trained]
+    counts = {}
+    for t, (pair_type, (layout, same_gender)) in enumerate(PAIR_TYPES.items()):
+        rng = np.random.default_rng([seed, 77_003, t])
+        for i in range(per_type):
+            for _ in range(50):
+                try:
+                    pair = pairs.pair(rng, layout, same_gender=same_gender)
+                    break
+                except DataError:
+                    continue
+            else:
+                raise DataError(f"no {pair_type} voice pair could be made from the held-out voices")
+            folder = out_dir / f"voice-{pair_type}-{i:03d}"
+            folder.mkdir()
+            for name, wav in (("mixture", pair.mixture), ("target", pair.target),
+                              ("interferer1", pair.mixture - pair.target), ("enrollment", pair.enrollment)):
+                sf.write(str(folder / f"{name}.wav"), wav.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+            write_json(folder / "meta.json", {
+                "target_class": SPEAKER_CLASS, "prompts": [canonical(SPEAKER_CLASS)], "pair_type": pair_type,
+                "split": HELDOUT, "sample_rate": SAMPLE_RATE, "seconds": seconds, "enrollment": "enrollment.wav",
+                "target_speaker": pair.target_speaker, "interferer_speaker": pair.interferer_speaker,
+                "genders": list(pair.genders)})
+            counts[pair_type] = counts.get(pair_type, 0) + 1
+    manifest = {"split": HELDOUT, "seed": seed, "per_pair_type": counts, "items": sum(counts.values()),
+                "speakers": len(pairs.speakers)}
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
