@@ -3,10 +3,11 @@ client) and from the browser client in headless browsers, and the WebSocket real
 
 It starts `samstream serve` as a separate process on a free loopback port (as in
 production: the clients of this benchmark do not share the server's interpreter); every leg streams
-synthetic audio at real-time pace. WebRTC media go between this machine's own interface addresses (aiortc
-offers no loopback candidates), which the kernel delivers locally: nothing leaves the machine. `--legs`
-chooses the legs; a leg that cannot run here (the browser leg without `bash install.sh test`) says why in
-the output and in the JSON.
+synthetic audio at real-time pace. The WebRTC and browser legs run inside a private network namespace
+(clients/cli/netns.py: loopback plus a veth pair holding a private address that both peers gather; aiortc
+offers no loopback candidates), with a server of their own: no packet goes to this machine's interface
+addresses. `--legs` chooses the legs; a leg that cannot run here (no root for the namespace, the browser
+leg without `bash install.sh test`) says why in the output and in the JSON.
 
 Latency of input sample n = arrival time of the output sample that answers it minus the instant sample n
 was captured (stream start + n / rate; its frame leaves once the frame's last sample is captured). So it
@@ -37,7 +38,10 @@ import json
 import math
 import time
 
+from samstream.clients.cli import netns
+
 RAMP = (1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128)
+ISOLATED_LEGS = ("webrtc", "browser")  # they run in a private network namespace (the module docstring)
 WARMUP_S = 1.0  # samples sent in the first second are not steady state
 LEGS = ("ws", "webrtc", "browser")
 SPANS = [["+", 0.5, 1.5]]  # the prompt of every leg: a span needs no text encoder
@@ -70,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-budget-ms", type=float, default=150.0,
                         help="allowed p95 beyond the algorithmic latency and one frame")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--no-speech-expert", action="store_true",
+                        help="default model: its networks alone, without the DeepFilterNet3 speech expert")
     parser.add_argument("--legs", type=names(LEGS), default=list(LEGS),
                         help="what to measure, comma-separated: ws (latency and capacity), webrtc (the Python "
                              "aiortc client), browser (the browser client); default: all")
@@ -181,10 +187,53 @@ def start_server(model: str, threads: int, max_sessions: int, extra: tuple[str, 
     raise UserFacingError(f"the server did not start within 300 s (log: {log.name})")
 
 
-def run(args: argparse.Namespace) -> int:
+def stop_server(process) -> None:
+    """SIGTERM (a graceful shutdown), then a kill if it takes over a minute."""
     import signal
     import subprocess
 
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def isolated_legs(args: argparse.Namespace, model: str, legs: list[str]) -> dict:
+    """Run `legs` (WebRTC, browser) by this command inside a private network namespace, with a server of their
+    own there; their figures, or why they could not run."""
+    import subprocess
+    import sys
+
+    why = netns.unavailable()
+    if why is not None:
+        print(f"{', '.join(legs)}: skipped: {why}")
+        skipped = {}
+        if "webrtc" in legs:
+            skipped["webrtc"] = {"skipped": why}
+        if "browser" in legs:
+            skipped["browser"] = {"name": args.browsers[0], "skipped": why}
+            skipped["browsers"] = {name: {"name": name, "skipped": why} for name in args.browsers}
+        return skipped
+    argv = [sys.executable, "-m", "samstream", "bench", "e2e", "--model", model, "--legs", ",".join(legs),
+            "--browsers", ",".join(args.browsers), "--seconds", str(args.seconds), "--threads", str(args.threads),
+            "--max-streams", "1", "--json", *(["--no-speech-expert"] if args.no_speech_expert else [])]
+    child = subprocess.Popen(netns.isolated_command(argv), stdout=subprocess.PIPE, text=True)
+    last = ""
+    for line in child.stdout:
+        last = line
+        if not line.startswith("{"):
+            print(line, end="", flush=True)
+    if child.wait() not in (0, 1):
+        return {leg: {"error": f"the isolated run failed (exit status {child.returncode})"} for leg in legs}
+    figures = json.loads(last)
+    keep = ("webrtc_", "browser")
+    result = {key: value for key, value in figures.items() if key.startswith(keep)}
+    result["isolated_network"] = f"private namespace ({netns.ADDRESS})"
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
     from samstream.model.embedded import WEIGHTS_DIR
 
     if args.ray:
@@ -197,21 +246,24 @@ def run(args: argparse.Namespace) -> int:
         if model == "random":
             print(f"the tiny model's weights ({WEIGHTS_DIR / 'tiny.safetensors'}) do not exist yet: measuring the "
                   "same architecture with random weights (same compute); pass --model to choose")
-    result = {"model": model, "threads": args.threads, "legs": args.legs}
-    process, url, _ = start_server(model, args.threads, max(1, args.max_streams))
-    try:
-        if "ws" in args.legs:
-            result.update(ws_leg(args, url))
-        if "webrtc" in args.legs:
-            result.update(webrtc_leg(args, url))
-        if "browser" in args.legs:
-            result.update(browser_leg(args, url))
-    finally:
-        process.send_signal(signal.SIGTERM)
+    result = {"model": model, "threads": args.threads, "legs": args.legs, "speech_expert": not args.no_speech_expert}
+    isolated = [leg for leg in args.legs if leg in ISOLATED_LEGS]
+    here = [leg for leg in args.legs if leg not in isolated or netns.inside()]
+    if isolated and not netns.inside():
+        result.update(isolated_legs(args, model, isolated))
+    if here:
+        extra = ("--no-speech-expert",) if args.no_speech_expert else ()
+        process, url, _ = start_server(model, args.threads, max(1, args.max_streams), extra=extra)
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            if "ws" in here:
+                result.update(ws_leg(args, url))
+            if "webrtc" in here:
+                result.update(webrtc_leg(args, url))
+            if "browser" in here:
+                result.update(browser_leg(args, url))
+        finally:
+            stop_server(process)
+    result["network"] = f"private namespace ({netns.ADDRESS})" if netns.inside() else "loopback"
     if args.json:
         print(json.dumps(result))
     failed = [name for name, figures in result.get("browsers", {}).items() if "error" in figures]

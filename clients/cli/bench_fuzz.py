@@ -552,11 +552,9 @@ async def fuzz(port: int, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    import signal
-    import subprocess
     import urllib.request
 
-    from samstream.clients.cli.bench_e2e import start_server
+    from samstream.clients.cli.bench_e2e import start_server, stop_server
     from samstream.stream.server.ws import ERROR_CODES
 
     began = time.perf_counter()
@@ -567,11 +565,7 @@ def run(args: argparse.Namespace) -> int:
         alive = process.poll() is None
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode() if alive else ""
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
     tally: Tally = outcome["tally"]
     internal = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                    if line.startswith('samstream_errors_total{code="internal"}'))

@@ -195,10 +195,7 @@ def check_accounting(records: list[SessionRecord], ended: dict[str, dict]) -> li
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import subprocess
-
-    from samstream.clients.cli.bench_e2e import start_server
+    from samstream.clients.cli.bench_e2e import start_server, stop_server
     from samstream.model.embedded import WEIGHTS_DIR
 
     model = args.model
@@ -221,11 +218,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
     ended = server_sessions(log_path)
     problems = check_accounting(soak.records, ended)
     minutes = math.ceil(args.minutes)
