@@ -10,7 +10,9 @@ WebSocket leg of `bench e2e` (real-time clients on loopback, same definitions):
   own time (`samstream_front_ray_overhead_seconds` in the front's /metrics: mean, and the share under 5 / 10 ms);
 - real-time streams held (the capacity ramp of `bench e2e`);
 - memory: resident sets of the server process and all its descendants (front, Ray's GCS, raylet, agents,
-  Serve controller, replicas), in steady state after the ramp.
+  Serve controller, replicas), in steady state after the ramp;
+- CPU: milliseconds of CPU per second of audio of the single stream, by process kind (the front's share is
+  what sizes the fronts: it moves bytes only; the replicas' share includes the model).
 The clients, the front and the replicas all share this machine's cores.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -58,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         figures = {"start_s": round(time.monotonic() - started, 1)}
         try:
             one = argparse.Namespace(**{**vars(args), "max_streams": 0})
+            before = cpu_seconds(process.pid)
             figures.update(ws_leg(one, url))  # one stream first: latency without load
+            after = cpu_seconds(process.pid)
+            figures["cpu_ms_per_audio_s"] = {kind: round(1000 * (after.get(kind, 0.0) - spent) / args.seconds, 1)
+                                             for kind, spent in before.items()}
             if extra:
                 figures.update(hop_overhead(url))
             if args.max_streams:
@@ -109,8 +116,9 @@ def hop_overhead(url: str) -> dict:
             "ray_overhead_frames": int(count)}
 
 
-def memory_mb(pid: int) -> dict:
-    """Resident memory (MiB) of a process and its descendants, by kind."""
+def family(pid: int) -> dict[int, str]:
+    """A process and its descendants, each with its kind: front (the server process itself), replica,
+    serve_controller or ray (GCS, raylet, agents, idle workers)."""
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -121,28 +129,45 @@ def memory_mb(pid: int) -> dict:
             except OSError:
                 continue
             parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, todo = {pid}, [pid]
+    members, todo = {pid}, [pid]
     while todo:
         parent = todo.pop()
         for child, its_parent in parents.items():
-            if its_parent == parent and child not in family:
-                family.add(child)
+            if its_parent == parent and child not in members:
+                members.add(child)
                 todo.append(child)
+    return {member: ("front" if member == pid else "replica" if "ServeReplica" in names.get(member, "")
+                     else "serve_controller" if "ServeController" in names.get(member, "") else "ray")
+            for member in members}
+
+
+def memory_mb(pid: int) -> dict:
+    """Resident memory (MiB) of a process and its descendants, by kind."""
     kinds: dict[str, float] = {}
-    for member in family:
+    for member, kind in family(pid).items():
         try:
             rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{member}/status").read_text().splitlines()
                           if line.startswith("VmRSS:"))
         except (OSError, StopIteration):
             continue
-        command = names.get(member, "")
-        kind = ("front" if member == pid else "replica" if "ServeReplica" in command
-                else "serve_controller" if "ServeController" in command else "ray")
         kinds[kind] = kinds.get(kind, 0.0) + rss_kb / 1024
         if kind == "replica":
             kinds["replicas"] = kinds.get("replicas", 0) + 1
     kinds["total"] = sum(value for key, value in kinds.items() if key != "replicas")
     return {key: round(value, 1) for key, value in kinds.items()}
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system, s) of a process and its descendants so far, by kind."""
+    tick = os.sysconf("SC_CLK_TCK")
+    kinds: dict[str, float] = {}
+    for member, kind in family(pid).items():
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return kinds
 
 
 def print_table(result: dict) -> None:
