@@ -97,18 +97,14 @@ class ClusterBatcher:
         self._background: set[asyncio.Task] = set()
 
     @classmethod
-    async def connect(cls, app_name: str = APP, deployment: str = DEPLOYMENT, timeout_s: float = 120.0,
-                      fast_calls: bool = True) -> ClusterBatcher:
-        """Attach to a running deployment (Ray must be initialised, deploy.py). `fast_calls`: send calls to the
-        replicas over gRPC (Serve's `_by_reference=False`) rather than as Ray actor tasks: about 1.2 ms of the
-        front's CPU per call instead of about 3 on this machine (docs/scaling.md), which sizes the fronts.
-        (Routing on the caller's event loop would save a little more, but Serve then binds its replica-set
-        updates to that loop for the life of the process.)"""
+    async def connect(cls, app_name: str = APP, deployment: str = DEPLOYMENT,
+                      timeout_s: float = 120.0) -> ClusterBatcher:
+        """Attach to a running deployment (Ray must be initialised, deploy.py). Calls go to the replicas as Ray
+        actor tasks, Serve's default (its gRPC transport, `_by_reference=False`, measured no better here:
+        docs/scaling.md)."""
         from ray import serve
 
         handle = serve.get_deployment_handle(deployment, app_name=app_name)
-        if fast_calls:
-            handle = handle.options(_by_reference=False)
         info = await handle.options(method_name="info").remote()
         front = cls(handle, app_name, deployment, info)
         deadline = time.monotonic() + timeout_s
