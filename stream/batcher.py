@@ -62,7 +62,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH, SessionMetrics
+from samstream.stream.metrics import FEWER_STEPS, FULL, PASS_THROUGH, Histogram, SessionMetrics
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError, run_processor
 from samstream.stream.quality import QualityMonitor
 from samstream.stream.resample import DEFAULT_QUALITY
@@ -88,6 +88,7 @@ class StreamHandle:
         self.error: BaseException | None = None  # set when the stream failed; it is then out of the rounds
         self._closing = False
         self._room: asyncio.Future | None = None  # wait_for_room's waiter, woken by _resolve
+        self._notified_at: float | None = None  # when the worker last said output was ready (hand-off timing)
 
     @property
     def latency_samples(self) -> int:
@@ -180,6 +181,9 @@ class StreamHandle:
 
     def _resolve(self) -> None:
         """On the event loop: hand out output to the waiting calls, in call order."""
+        notified, self._notified_at = self._notified_at, None
+        if notified is not None:
+            self._batcher.timings["handoff"].observe(time.perf_counter() - notified)
         with self._batcher._lock:
             room = self._room
             if room is not None and (self.error is not None or self._closing or self.session.has_room(1)):
@@ -201,6 +205,8 @@ class StreamHandle:
 
     def _notify(self) -> None:
         """From the worker: new output or an error may be waiting."""
+        if self._notified_at is None:
+            self._notified_at = time.perf_counter()
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._resolve)
 
@@ -240,6 +246,9 @@ class Batcher:
         )
         self.level = FULL
         self._level_since = time.monotonic()
+        # Where a hop's time goes (exposed by the server's /metrics, read by `samstream bench e2e`): waiting
+        # for the round that takes it, the round's processor call, the worker -> event loop hand-off.
+        self.timings = {"hop_wait": Histogram(), "round": Histogram(), "handoff": Histogram()}
         self._lock = threading.Condition()
         self._handles: list[StreamHandle] = []
         self._controls: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
@@ -348,6 +357,7 @@ class Batcher:
             for handle in (waiting[self._turn :] + waiting[: self._turn])[: self.max_batch]:
                 level = self._stream_level(handle, self.level)
                 session = handle.session
+                self.timings["hop_wait"].observe(session.backlog_age(now))
                 try:
                     if level == PASS_THROUGH and session.passing_through:
                         while session.pending_hops:  # no compute: drain the whole backlog now
@@ -378,7 +388,10 @@ class Batcher:
             self._hops[:rows] = np.stack(hops)
         started = time.perf_counter()
         results = self._compute(states, counts, steps)
-        per_row = (time.perf_counter() - started) / max(1, rows)
+        elapsed = time.perf_counter() - started
+        per_row = elapsed / max(1, rows)
+        if rows:
+            self.timings["round"].observe(elapsed)
         with self._lock:
             for (handle, count, level), result in zip(batch, results):
                 if isinstance(result, Exception):

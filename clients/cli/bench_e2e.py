@@ -25,6 +25,13 @@ steady-state p50/p95 cover the samples captured after the first second.
   jitter buffer, not the sound card's buffers. Chromium sends its fake microphone (a WAV); Firefox, whose
   fake microphone is a tone, sends the same WAV through the page's audio-file input.
 
+Where the time goes: around each WebSocket run the bench reads the server's /metrics histograms and reports,
+for the frames of that run, p50/p95 of each stage (`server` in the JSON): `hop_wait` (a complete hop waiting
+for the round that takes it: queueing behind the round in progress, batch formation), `round` (one batched
+processor call), `handoff` (worker thread -> event loop), `send_wait` (output ready -> written: reply order
+and the socket), `loop_lag` (how late the event loop runs a timer), and `frame_response` (frame in -> its
+output out, the server's whole share).
+
 Capacity: N clients stream at once for `--ramp-seconds`, N = 1, 2, 4, 8, 12, 16, 20, 24, 32, 48, 64, ...;
 N holds when no stream was degraded (fewer steps or pass-through) and every stream's steady p95 stays
 within L + frame + `--latency-budget-ms`. `max_realtime_ws_streams` is the largest N that held before
@@ -71,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="length of each single-stream latency run (WebSocket, WebRTC, browser)")
     parser.add_argument("--ramp-seconds", type=float, default=4.0, help="length of each capacity step")
     parser.add_argument("--max-streams", type=int, default=64, help="largest stream count to try (0: skip)")
+    parser.add_argument("--ramp", type=lambda text: [int(n) for n in text.split(",")], default=list(RAMP),
+                        help="stream counts of the capacity steps, comma-separated (default: 1,2,4,8,12,16,...)")
     parser.add_argument("--latency-budget-ms", type=float, default=150.0,
                         help="allowed p95 beyond the algorithmic latency and one frame")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
@@ -277,42 +286,104 @@ def noise(seconds: float, rate: int, seed: int = 0):
     return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * rate))).astype(np.float32)
 
 
+STAGES = ("hop_wait", "round", "handoff", "send_wait", "loop_lag", "frame_response")
+
+
+def server_histograms(url: str) -> dict[str, tuple[list[float], list[float]]]:
+    """The server's timing histograms from /metrics: name -> (upper bounds, cumulative counts)."""
+    import urllib.request
+
+    text = urllib.request.urlopen("http" + url.removeprefix("ws") + "/metrics", timeout=10).read().decode()
+    histograms: dict[str, tuple[list[float], list[float]]] = {}
+    for line in text.splitlines():
+        if not line.startswith("samstream_") or "_seconds_bucket{" not in line:
+            continue
+        name = line[len("samstream_") : line.index("_seconds_bucket")]
+        bound = line.split('le="', 1)[1].split('"', 1)[0]
+        bounds, counts = histograms.setdefault(name, ([], []))
+        bounds.append(math.inf if bound == "+Inf" else float(bound))
+        counts.append(float(line.rsplit(" ", 1)[1]))
+    return histograms
+
+
+def histogram_quantile(bounds: list[float], cumulative: list[float], q: float) -> float | None:
+    """Prometheus' estimate: linear within the bucket that holds the q-quantile."""
+    total = cumulative[-1] if cumulative else 0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in zip(bounds, cumulative):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return lower
+
+
+def stage_figures(before: dict, after: dict) -> dict:
+    """p50/p95 (ms) of each stage over what happened between two readings of the server's histograms."""
+    figures = {}
+    for name in STAGES:
+        if name not in after:
+            continue
+        bounds, counts = after[name]
+        earlier = before.get(name, (bounds, [0.0] * len(counts)))[1]
+        window = [a - b for a, b in zip(counts, earlier)]
+        for q in (50, 95):
+            value = histogram_quantile(bounds, window, q / 100)
+            figures[f"{name}_ms_p{q}"] = None if value is None else round(1000 * value, 2)
+    return figures
+
+
+def describe_stages(figures: dict) -> str:
+    return ", ".join(f"{name} {figures.get(f'{name}_ms_p95')}" for name in STAGES if f"{name}_ms_p95" in figures)
+
+
 def ws_leg(args: argparse.Namespace, url: str) -> dict:
     import asyncio
 
     import numpy as np
 
     rate, frame = args.rate, max(1, round(args.frame_ms * args.rate / 1000))
+    before = server_histograms(url)
     single = asyncio.run(stream_realtime(url, noise(args.seconds, rate), rate, frame))
+    single_stages = stage_figures(before, server_histograms(url))
     result = {
         "rate": rate, "frame_ms": args.frame_ms,
         "latency_ms": single["latency_ms"],
         "ws_first_sample_ms": round(single["first_s"] * 1000.0, 2),
         "ws_latency_ms_p50": percentile_ms(single["steady_s"], 50),
         "ws_latency_ms_p95": percentile_ms(single["steady_s"], 95),
-        "degraded_s": single["end"]["metrics"]["degraded_s"],
+        "degraded_s": single["end"]["metrics"]["degraded_s"], "server": single_stages,
     }
     print(f"WebSocket, single stream ({rate} Hz, {args.frame_ms:g} ms frames): algorithmic latency "
           f"{result['latency_ms']:.1f} ms, first sample {result['ws_first_sample_ms']:.1f} ms, steady p50 "
-          f"{result['ws_latency_ms_p50']:.1f} ms, p95 {result['ws_latency_ms_p95']:.1f} ms")
+          f"{result['ws_latency_ms_p50']:.1f} ms, p95 {result['ws_latency_ms_p95']:.1f} ms; server p95 (ms): "
+          f"{describe_stages(single_stages)}")
 
     limit_s = (single["latency_ms"] + args.frame_ms + args.latency_budget_ms) / 1000.0
     steps, held = [], 0
-    for count in (n for n in RAMP if n <= args.max_streams):
+    for count in (n for n in args.ramp if n <= args.max_streams):
         delays = [frame / rate * i / count for i in range(count)]  # spread the frames of the streams over time
 
         async def ramp_step():
             return await asyncio.gather(*(stream_realtime(url, noise(args.ramp_seconds, rate, seed), rate, frame,
                                                           delay) for seed, delay in enumerate(delays, 1)))
 
+        before = server_histograms(url)
         runs = asyncio.run(ramp_step())
+        stages = stage_figures(before, server_histograms(url))
         p95 = max(float(np.percentile(r["steady_s"], 95)) for r in runs)
+        pooled = np.concatenate([r["steady_s"] for r in runs])
         degraded = sum(sum(r["end"]["metrics"]["degraded_s"].values()) for r in runs)
         ok = degraded == 0 and p95 <= limit_s
-        steps.append({"streams": count, "p95_ms": round(p95 * 1000, 2), "degraded_s": round(degraded, 3),
-                      "held": ok})
-        print(f"{count:4d} streams: worst p95 {p95 * 1000:7.1f} ms, degraded {degraded:.2f} s -> "
-              f"{'real time' if ok else 'NOT real time'}")
+        steps.append({"streams": count, "p95_ms": round(p95 * 1000, 2), "p50_ms_all": percentile_ms(pooled, 50),
+                      "p95_ms_all": percentile_ms(pooled, 95), "degraded_s": round(degraded, 3), "held": ok,
+                      "server": stages})
+        print(f"{count:4d} streams: worst p95 {p95 * 1000:7.1f} ms (all streams: p50 {steps[-1]['p50_ms_all']}, p95 "
+              f"{steps[-1]['p95_ms_all']}), degraded {degraded:.2f} s -> {'real time' if ok else 'NOT real time'}; "
+              f"server p95 (ms): {describe_stages(stages)}")
         if not ok:
             break
         held = count

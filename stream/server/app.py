@@ -65,6 +65,7 @@ class SeparationServer:
         self.port: int | None = None
         self._opening = 0  # sessions being opened (counted against the limit before they exist)
         self._server: Server | None = None
+        self._lag_watch: asyncio.Future | None = None
         self._shutting_down = False
 
     def register_message_handler(self, message_type: str, handler: MessageHandler) -> None:
@@ -120,10 +121,19 @@ class SeparationServer:
             max_size=self.config.max_message_bytes, server_header=f"samstream ({PROTOCOL})",
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._lag_watch = asyncio.ensure_future(self._watch_loop_lag())
         log.info("listening", extra={"fields": {
             "url": self.url("ws"), "page": self.url("http") + "/", "host": self.config.host, "port": self.port,
             "model": self.model_name, "max_sessions": self.config.max_sessions,
             "auth": self.config.token is not None, "static": str(self.config.static_dir)}})
+
+    async def _watch_loop_lag(self, every: float = 0.05) -> None:
+        """How late the event loop runs a timer: the time it was busy (or starved of CPU) meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + every
+            await asyncio.sleep(every)
+            self.metrics.timings["loop_lag"].observe(max(0.0, loop.time() - due))
 
     def url(self, scheme: str = "ws") -> str:
         """The server's address, e.g. ws://127.0.0.1:8765 or http://[::1]:8765 (bound already)."""
@@ -134,6 +144,8 @@ class SeparationServer:
         if self._shutting_down:
             return
         self._shutting_down = True
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         log.info("shutting down", extra={"fields": {"sessions": len(self.sessions)}})
         if self._server is not None:
             self._server.close(close_connections=False)
@@ -213,7 +225,8 @@ class SeparationServer:
                                      "missing or wrong token: send 'Authorization: Bearer T' or ?token=T",
                                      request="/metrics")
             text = self.metrics.render(self.model_name, [h.metrics for h in self.sessions.values()],
-                                       self.batcher.level, self.config.max_sessions)
+                                       self.batcher.level, self.config.max_sessions,
+                                       getattr(self.batcher, "timings", None))
             text += "".join(source() for source in self.metrics_sources)
             return http_response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         return await self._static(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from samstream.model.errors import UserFacingError
-from samstream.stream.metrics import FEWER_STEPS, PASS_THROUGH, SessionMetrics
+from samstream.stream.metrics import FEWER_STEPS, PASS_THROUGH, Histogram, SessionMetrics
 
 LEVEL_NAMES = {FEWER_STEPS: "fewer_steps", PASS_THROUGH: "pass_through"}
 
@@ -133,6 +133,9 @@ class ServerMetrics:
     degraded_s: dict[int, float] = field(default_factory=lambda: {FEWER_STEPS: 0.0, PASS_THROUGH: 0.0})
     response_counts: list[int] = field(default_factory=lambda: [0] * len(RESPONSE_BUCKETS))
     response_sum_s: float = 0.0
+    # The transport's share of a frame's time: its output waiting to be sent (reply order, the socket), and the
+    # event loop's lag (a timer's overshoot). The engine's share is the batcher's `timings`.
+    timings: dict[str, Histogram] = field(default_factory=lambda: {"send_wait": Histogram(), "loop_lag": Histogram()})
 
     def session_ended(self, metrics: SessionMetrics) -> None:
         self.audio_in_s += metrics.audio_in_s
@@ -148,7 +151,8 @@ class ServerMetrics:
                 break
         self.response_sum_s += seconds
 
-    def render(self, model: str, open_sessions: list[SessionMetrics], level: int, max_sessions: int) -> str:
+    def render(self, model: str, open_sessions: list[SessionMetrics], level: int, max_sessions: int,
+               engine_timings: dict[str, Histogram] | None = None) -> str:
         """Prometheus text exposition format (version 0.0.4)."""
         audio_in = self.audio_in_s + sum(m.audio_in_s for m in open_sessions)
         audio_out = self.audio_out_s + sum(m.audio_out_s for m in open_sessions)
@@ -192,7 +196,26 @@ class ServerMetrics:
         lines.extend(f"samstream_frame_response_seconds{suffix} {value}" for suffix, value in buckets)
         lines.append(f"samstream_frame_response_seconds_sum {format_value(self.response_sum_s)}")
         lines.append(f"samstream_frame_response_seconds_count {cumulative}")
+        for name, histogram in {**(engine_timings or {}), **self.timings}.items():
+            lines.append(f"# HELP samstream_{name}_seconds {TIMING_HELP.get(name, name)}")
+            lines.append(f"# TYPE samstream_{name}_seconds histogram")
+            cumulative = 0
+            for bound, count in zip(histogram.buckets, histogram.counts):
+                cumulative += count
+                lines.append(f'samstream_{name}_seconds_bucket{{le="{"+Inf" if bound == math.inf else bound}"}} '
+                             f"{cumulative}")
+            lines.append(f"samstream_{name}_seconds_sum {format_value(histogram.sum)}")
+            lines.append(f"samstream_{name}_seconds_count {cumulative}")
         return "\n".join(lines) + "\n"
+
+
+TIMING_HELP = {
+    "hop_wait": "From a hop's audio being complete to the round that takes it starting (queueing, batch formation).",
+    "round": "One batched processor call (compute of a round).",
+    "handoff": "From the worker reporting output to the event loop handing it out (thread hand-off).",
+    "send_wait": "From a frame's output being ready to it being written to the socket (reply order, sending).",
+    "loop_lag": "How late the event loop ran a 50 ms timer (time the loop was busy or starved).",
+}
 
 
 def format_value(value: float) -> str:

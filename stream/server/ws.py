@@ -428,9 +428,10 @@ class Connection:
             room.cancel()
             closed.cancel()
 
-    async def _output(self, output: asyncio.Future) -> tuple[np.ndarray, np.ndarray]:
+    async def _output(self, output: asyncio.Future) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+        """The frame's output and when it was ready."""
         try:
-            return await output
+            return await output, time.monotonic()
         except Exception as error:
             raise self._model_error(error) from None
 
@@ -439,12 +440,15 @@ class Connection:
         return ProtocolError("model_error", f"the model failed on this session ({error}); the session is over: "
                                             "send start to open a new one")
 
-    async def _send_frame(self, stream: _Stream, output: tuple[np.ndarray, np.ndarray], received: float) -> None:
-        target, residual = output
+    async def _send_frame(self, stream: _Stream, output: tuple[tuple[np.ndarray, np.ndarray], float],
+                          received: float) -> None:
+        (target, residual), ready = output
         await self._send(encode_output(target, residual, stream.format))
         stream.samples_in += len(target)
         stream.samples_out += len(target)
-        self.server.metrics.frame_answered(time.monotonic() - received)
+        now = time.monotonic()
+        self.server.metrics.frame_answered(now - received)
+        self.server.metrics.timings["send_wait"].observe(now - ready)
 
     async def _on_start(self, message: dict) -> None:
         if self._current_stream() is not None:
