@@ -31,10 +31,17 @@ async def test_calls_apply_in_their_numbered_order_whatever_order_they_arrive_in
     info = SessionInfo(**fields)
     assert status == "ok" and info.latency_samples == expected.shape[1] - sum(map(len, frames))
     assert info.live and info.backlog_samples >= RATE  # 2 s of audio by default
-    # Every push at once, the last first: each waits for its turn.
-    replies = await asyncio.gather(*(replica.push("s1", seq, frame)
-                                     for seq, frame in reversed(list(enumerate(frames)))))
-    replies.reverse()
+    # Every push at once, the last first, half of them in calls that carry several frames (push_many, as a
+    # front sends them under load): each waits for its turn.
+    numbered = list(enumerate(frames))
+    singles = [replica.push("s1", seq, frame) for seq, frame in reversed(numbered[::2])]
+    many = [replica.push_many([("s1", seq, frame) for seq, frame in reversed(numbered[1::2][i : i + 3])])
+            for i in range(0, len(numbered[1::2]), 3)]
+    answers = await asyncio.gather(*singles, *many)
+    by_seq = dict(zip([seq for seq, _ in reversed(numbered[::2])], answers[: len(singles)]))
+    for call, answered in zip(range(0, len(numbered[1::2]), 3), answers[len(singles):]):
+        by_seq.update(zip([seq for seq, _ in reversed(numbered[1::2][call : call + 3])], answered))
+    replies = [by_seq[seq] for seq in range(len(frames))]
     assert all(reply[0] == "ok" and len(reply[1]) == len(frame) for reply, frame in zip(replies, frames))
     status, target, residual, snapshot = await replica.close("s1", len(frames))
     out = np.concatenate([np.stack(reply[1:3]) for reply in replies] + [np.stack([target, residual])], axis=1)

@@ -4,6 +4,7 @@ Front -> replica, per session, each call numbered (`seq`) so the replica applies
 client sent them, whatever order Ray delivers them in:
     open(session, prompt, client_rate, live)    a streaming call held for the session's life
     push(session, seq, pcm)                     -> ("ok", target, residual, Snapshot)
+    push_many([(session, seq, pcm), ...])       -> [push's answer, ...]: frames of many sessions, one call
     set_prompt(session, seq, prompt)            -> ("ok",)
     push_video(session, seq, frames, times_s)   -> ("ok",)
     close(session, seq)                         -> ("ok", target tail, residual tail, Snapshot)

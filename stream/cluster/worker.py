@@ -196,6 +196,11 @@ class SessionWorker:
         self.stats.frames.observe(seconds)
         return ("ok", target, residual, self._snapshot(slot, seconds))
 
+    async def push_many(self, frames: list[tuple[str, int, np.ndarray]]) -> list[tuple]:
+        """Frames of several sessions in one call (a front sends together what queued for this replica while its
+        earlier calls were under way): each is a `push`; the answers come back together, in the same order."""
+        return list(await asyncio.gather(*(self.push(session, seq, pcm) for session, seq, pcm in frames)))
+
     async def set_prompt(self, session: str, seq: int, prompt: Prompt) -> tuple:
         slot, work = await self._in_turn(session, seq, lambda handle: handle.set_prompt(prompt))
         if slot is None:
