@@ -37,8 +37,12 @@ is not counted: its backlog is of its own making and flow control holds it). Wit
            passed-through hops: its context has a gap when it resumes. A round at level 2 passes through
            every pending hop of a live stream at once (it costs no compute), so a backlog drains at once.
 Recovery steps down one level at a time, once the oldest hop waits less than budget/2 and the
-current level has lasted `recover_s` (also while no stream has audio waiting: an idle server returns to
-level 0). The level applies to every live stream (they share the compute) and each stream's metrics
+current level has lasted the recovery wait (also while no stream has audio waiting; with no live stream open
+at all the level returns to 0 at once). The recovery wait starts at `recover_s`; a load the machine cannot
+hold makes the level flap (recover, fall behind at once, degrade again: each cycle costs a full-quality round
+of every stream and a latency spike), so falling behind again within two recovery waits of recovering
+doubles it (up to `MAX_RECOVER_FACTOR` x `recover_s`, at most 30 s), and a level held at 0 for four recovery
+waits resets it. The level applies to every live stream (they share the compute) and each stream's metrics
 count the seconds it spent at each level. Load never ends a stream: a backlog that is full makes the
 transport wait (`wait_for_room`), and the degradation drains it.
 
@@ -69,6 +73,7 @@ from samstream.stream.resample import DEFAULT_QUALITY
 from samstream.stream.session import StreamSession
 
 LEAD_SLACK_S = 1.0  # a live stream this far ahead of the wall clock is sending faster than real time
+MAX_RECOVER_FACTOR = 32  # the recovery wait backs off to at most this many recover_s (and 30 s)
 
 
 @dataclass
@@ -246,6 +251,8 @@ class Batcher:
         )
         self.level = FULL
         self._level_since = time.monotonic()
+        self._recover_wait = recover_s  # backs off while the level flaps (module docstring)
+        self._recovered_at = -math.inf
         # Where a hop's time goes (exposed by the server's /metrics, read by `samstream bench e2e`): waiting
         # for the round that takes it, the round's processor call, the worker -> event loop hand-off.
         self.timings = {"hop_wait": Histogram(), "round": Histogram(), "handoff": Histogram()}
@@ -310,12 +317,14 @@ class Batcher:
             with self._lock:
                 # While degraded, wake up now and then even with nothing to do, so an idle server recovers.
                 self._lock.wait_for(lambda: self._stopping or self._controls or self._waiting(),
-                                    timeout=self.recover_s if self.level != FULL else None)
+                                    timeout=self._recover_wait if self.level != FULL else None)
                 if self._stopping:
                     return
                 controls = list(self._controls)
                 self._controls.clear()
-                if not self._waiting():
+                if not any(h.session.live for h in self._handles):  # no one to protect: full quality at once
+                    self.level, self._recover_wait = FULL, self.recover_s
+                elif not self._waiting():
                     self._update_level(0.0, time.monotonic())
             for fn, future in controls:
                 if future.set_running_or_notify_cancel():
@@ -437,10 +446,18 @@ class Batcher:
             level = PASS_THROUGH
         elif age > self.budget_s:
             level = max(self.level, FEWER_STEPS)
-        elif age < self.budget_s / 2 and now - self._level_since >= self.recover_s:
+        elif age < self.budget_s / 2 and now - self._level_since >= self._recover_wait:
             level = max(self.level - 1, FULL)
         else:
             level = self.level
+        if level == FULL == self.level and now - self._level_since >= 4 * self._recover_wait:
+            self._recover_wait = self.recover_s  # held full quality a good while: the load has gone
+        if level > self.level and now - self._recovered_at < 2 * self._recover_wait:
+            # Fell behind again right after recovering: the load is still there; wait longer next time.
+            self._recover_wait = min(2 * self._recover_wait, MAX_RECOVER_FACTOR * self.recover_s,
+                                     max(30.0, self.recover_s))
         if level != self.level:
+            if level < self.level:
+                self._recovered_at = now
             self.level = level
             self._level_since = now

@@ -283,3 +283,17 @@ async def test_fewer_steps_count_only_where_they_change_the_output():
     assert (1, 4) in processor.calls or (2, 4) in processor.calls  # level 1 happened
     assert handles[0].metrics.degraded_s[FEWER_STEPS] == 0
     assert handles[1].metrics.degraded_s[FEWER_STEPS] > 0
+
+
+async def test_a_load_that_cannot_be_held_backs_the_recovery_off():
+    """Recovering and falling behind again at once costs a full-quality round of every stream each time: the
+    recovery wait doubles while that happens, and the level stays degraded longer instead of flapping."""
+    processor = DSPProcessor(hop=160, max_steps=1, seconds_per_step=0.03)  # 30 ms per 10 ms hop: hopeless
+    x = mixture(3.0, 16000)
+    async with Batcher(processor, realtime_budget_s=0.03, recover_s=0.1) as batcher:
+        handle = await batcher.open(Prompt("wind"), 16000)
+        await paced(handle, x, 160, realtime=True)
+        assert batcher._recover_wait >= 0.4  # backed off at least twice
+        assert handle.metrics.degraded_s[PASS_THROUGH] > 1.5
+        computed = len(processor.calls)
+    assert computed < 0.5 * len(x) / 160  # most hops passed through rather than flapping back to compute
