@@ -11,8 +11,9 @@ WebSocket leg of `bench e2e` (real-time clients on loopback, same definitions):
 - real-time streams held (the capacity ramp of `bench e2e`);
 - memory: resident sets of the server process and all its descendants (front, Ray's GCS, raylet, agents,
   Serve controller, replicas), in steady state after the ramp;
-- CPU: milliseconds of CPU per second of audio of the single stream, by process kind (the front's share is
-  what sizes the fronts: it moves bytes only; the replicas' share includes the model).
+- CPU: milliseconds of CPU per second of audio, by process kind, for the single stream and over the whole
+  ramp (the front's share is what sizes the fronts: it moves bytes only; the replicas' includes the model;
+  under load a front sends the frames of many streams in one call, so the share per stream drops).
 The clients, the front and the replicas all share this machine's cores.
 """
 
@@ -69,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
             if extra:
                 figures.update(hop_overhead(url))
             if args.max_streams:
+                before = cpu_seconds(process.pid)
                 ramp = ws_leg(args, url)
+                after = cpu_seconds(process.pid)
                 figures.update({key: ramp[key] for key in ("max_realtime_ws_streams", "p95_limit_ms", "ramp")})
+                # Over the whole ramp (its single-stream run included), per second of audio streamed.
+                audio_s = args.seconds + args.ramp_seconds * sum(step["streams"] for step in ramp["ramp"])
+                figures["ramp_cpu_ms_per_audio_s"] = {kind: round(1000 * (after.get(kind, 0.0) - spent) / audio_s, 1)
+                                                      for kind, spent in before.items()}
             figures["memory_mb"] = memory_mb(process.pid)
         finally:
             process.send_signal(signal.SIGTERM)

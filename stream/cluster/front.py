@@ -234,6 +234,12 @@ class ClusterBatcher:
                [(label(uid), f.sessions_started) for uid, f in figures.items()])
         metric("front_sessions_lost_total", "counter", "Sessions this front lost with the replica (replica_lost).",
                [(label(uid), f.sessions_lost) for uid, f in figures.items()])
+        outboxes = {uid: self._outboxes.get(uid) for uid in names}
+        metric("front_push_calls_total", "counter", "Calls that carried frames to the replica (several sessions' "
+                                                     "frames share a call under load).",
+               [(label(uid), box.calls_sent if box else 0) for uid, box in outboxes.items()])
+        metric("front_frames_total", "counter", "Frames sent to the replica.",
+               [(label(uid), box.frames_sent if box else 0) for uid, box in outboxes.items()])
         histogram("front_hop_seconds", "At this front, from sending a frame to the replica to its output coming back.",
                   [(uid, f.round_trip.counts, f.round_trip.sum_s) for uid, f in figures.items()])
         histogram("front_ray_overhead_seconds", "What the Ray hop added to a frame: the front's round trip minus "
@@ -300,6 +306,8 @@ class _Outbox:
         self._rpc = rpc
         self._queue: list[tuple[tuple[str, int, np.ndarray], asyncio.Future]] = []
         self._calls = 0
+        self.calls_sent = 0
+        self.frames_sent = 0
 
     def send(self, session: str, seq: int, pcm: np.ndarray) -> asyncio.Future:
         """The replica's answer to this frame (or the exception that stopped its call)."""
@@ -312,6 +320,8 @@ class _Outbox:
         while self._queue and self._calls < self.CALLS_IN_FLIGHT:
             batch, self._queue = self._queue[: self.MOST_FRAMES], self._queue[self.MOST_FRAMES :]
             self._calls += 1
+            self.calls_sent += 1
+            self.frames_sent += len(batch)
             asyncio.ensure_future(self._call(batch))
 
     async def _call(self, batch: list) -> None:
