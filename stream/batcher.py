@@ -23,28 +23,31 @@ Degradation, when compute falls behind real time. The signal is the age of the o
 the live streams: how long the audio that completed it has waited for the round that takes it (a live
 stream whose client sends faster than real time, i.e. more than `LEAD_SLACK_S` ahead of the wall clock,
 is not counted: its backlog is of its own making and flow control holds it). With `budget` =
-`realtime_budget_s`:
+`realtime_budget_s`, each live stream is at one of:
   level 0  full quality: `processor.max_steps` sampling steps;
-  level 1  fewer steps (`reduced_steps`), once a hop has waited more than `budget`; only for models
-           with steps to spare (`max_steps` > `reduced_steps`: the default model samples in one step and
-           goes straight to level 2), and a hop is counted as degraded only when fewer steps changes its
-           output (`processor.steps_matter(state)`, when the processor says);
-  level 2  pass-through, once a hop has waited more than 2 x `budget`: the processor is not run and
-           the target carries the input mixture itself and the residual is silent (their sum stays the
-           mixture), delayed by the processor delay so the stream keeps its latency L; the switch into and out of pass-through
-           is an equal-power crossfade (the first pass-through hop still runs the processor, at
-           reduced steps, to have something to fade from). The processor state skips the
-           passed-through hops: its context has a gap when it resumes. A round at level 2 passes through
-           every pending hop of a live stream at once (it costs no compute), so a backlog drains at once.
-Recovery steps down one level at a time, once the oldest hop waits less than budget/2 and the
-current level has lasted the recovery wait (also while no stream has audio waiting; with no live stream open
-at all the level returns to 0 at once). The recovery wait starts at `recover_s`; a load the machine cannot
-hold makes the level flap (recover, fall behind at once, degrade again: each cycle costs a full-quality round
-of every stream and a latency spike), so falling behind again within two recovery waits of recovering
-doubles it (up to `MAX_RECOVER_FACTOR` x `recover_s`, at most 30 s), and a level held at 0 for four recovery
-waits resets it. The level applies to every live stream (they share the compute) and each stream's metrics
-count the seconds it spent at each level. Load never ends a stream: a backlog that is full makes the
-transport wait (`wait_for_room`), and the degradation drains it.
+  level 1  fewer steps (`reduced_steps`); only for models with steps to spare (`max_steps` >
+           `reduced_steps`: the default model samples in one step and goes straight to level 2), and a hop
+           is counted as degraded only when fewer steps changes its output (`processor.steps_matter(state)`,
+           when the processor says);
+  level 2  pass-through: the processor is not run and the target carries the input mixture itself and the
+           residual is silent (their sum stays the mixture), delayed by the processor delay so the stream
+           keeps its latency L; the switch into and out of pass-through is an equal-power crossfade (the first
+           pass-through hop still runs the processor, at reduced steps, to have something to fade from). The
+           processor state skips the passed-through hops: its context has a gap when it resumes. A round
+           passes through every pending hop of such a stream at once (no compute), so a backlog drains at once.
+Falling behind is answered at once and for every live stream: a hop older than `budget` puts them all at
+level 1 or above, one older than 2 x `budget` at level 2. Recovery is gradual, like TCP's slow start: once
+the oldest hop waits less than budget/2 and nothing changed for the recovery wait, a batch of the degraded
+streams steps down one level (1 stream, then 2, 4, ... while that holds). Falling behind again within two
+recovery waits of a step puts back only the streams that step recovered, halves nothing but restarts the
+batch at 1 and doubles the recovery wait (up to `MAX_RECOVER_FACTOR` x `recover_s`, at most 30 s): so a load
+the machine cannot hold settles with as many streams at full quality as it holds and the others passed
+through, instead of flapping through full-quality rounds of every stream (each one a latency spike). A level
+held at 0 by every stream for four recovery waits resets the wait; with no live stream open it is reset
+at once. A new live stream starts at the highest level of the streams already open. `level` is the highest
+level of any live stream; each stream's metrics say its own level and count the seconds it spent at each.
+Load never ends a stream: a backlog that is full makes the transport wait (`wait_for_room`), and the
+degradation drains it.
 
 Transports should feed frames as they arrive (call `push` again before the previous call has
 returned; frames are taken in call order), so that a backlog shows up here as waiting hops rather
@@ -91,6 +94,7 @@ class StreamHandle:
         self._loop = loop
         self._waiters: deque[_Waiter] = deque()
         self.error: BaseException | None = None  # set when the stream failed; it is then out of the rounds
+        self.level = FULL  # this stream's degradation level (live streams only; see the module docstring)
         self._closing = False
         self._room: asyncio.Future | None = None  # wait_for_room's waiter, woken by _resolve
         self._notified_at: float | None = None  # when the worker last said output was ready (hand-off timing)
@@ -249,10 +253,12 @@ class Batcher:
             max_backlog_hops=max_queue_hops or math.ceil(2.0 / hop_s),
             quality_monitor=quality_monitor,
         )
-        self.level = FULL
-        self._level_since = time.monotonic()
-        self._recover_wait = recover_s  # backs off while the level flaps (module docstring)
-        self._recovered_at = -math.inf
+        self.level = FULL  # the highest level of any live stream
+        self._changed_at = time.monotonic()  # the last escalation or recovery step
+        self._full_since = time.monotonic()  # every live stream at level 0 since
+        self._recover_wait = recover_s  # backs off while recovery fails (module docstring)
+        self._recover_batch = 1  # streams stepped down at the next recovery step (slow start)
+        self._last_step: list[tuple[StreamHandle, int]] = []  # the last recovery step: (stream, level before)
         # Where a hop's time goes (exposed by the server's /metrics, read by `samstream bench e2e`): waiting
         # for the round that takes it, the round's processor call, the worker -> event loop hand-off.
         self.timings = {"hop_wait": Histogram(), "round": Histogram(), "handoff": Histogram()}
@@ -279,6 +285,8 @@ class Batcher:
         )
         handle = StreamHandle(self, session, asyncio.get_running_loop())
         with self._lock:
+            if live:  # joins at the level the others are at: its compute would only make things worse
+                handle.level = self.level
             self._handles.append(handle)
         return handle
 
@@ -322,10 +330,8 @@ class Batcher:
                     return
                 controls = list(self._controls)
                 self._controls.clear()
-                if not any(h.session.live for h in self._handles):  # no one to protect: full quality at once
-                    self.level, self._recover_wait = FULL, self.recover_s
-                elif not self._waiting():
-                    self._update_level(0.0, time.monotonic())
+                if not self._waiting():
+                    self._update_levels(0.0, time.monotonic())
             for fn, future in controls:
                 if future.set_running_or_notify_cancel():
                     try:
@@ -343,11 +349,10 @@ class Batcher:
         return max((h.session.backlog_age(now) for h in waiting
                     if h.session.live and h.session.lead_s(now) < LEAD_SLACK_S), default=0.0)
 
-    def _stream_level(self, handle: StreamHandle, level: int) -> int:
+    def _stream_level(self, handle: StreamHandle) -> int:
         """The level a stream's next hop runs at: streams paced as fast as possible are never degraded, and
         level 1 exists only where fewer steps change something."""
-        if not handle.session.live or level == FULL:
-            return FULL
+        level = handle.level if handle.session.live else FULL
         if level == FEWER_STEPS and not self.has_fewer_steps:
             return FULL
         return level
@@ -359,12 +364,12 @@ class Batcher:
                 return
             self._turn = (self._turn + 1) % len(waiting)
             now = time.monotonic()
-            self._update_level(self._lateness(waiting, now), now)
+            self._update_levels(self._lateness(waiting, now), now)
             groups: dict[int, list[tuple[StreamHandle, int, int]]] = {}  # steps -> (stream, states, level)
             states: dict[int, list[Any]] = {}
             hops: dict[int, list[np.ndarray]] = {}
             for handle in (waiting[self._turn :] + waiting[: self._turn])[: self.max_batch]:
-                level = self._stream_level(handle, self.level)
+                level = self._stream_level(handle)
                 session = handle.session
                 self.timings["hop_wait"].observe(session.backlog_age(now))
                 try:
@@ -441,23 +446,46 @@ class Batcher:
         except Exception as error:
             return error
 
-    def _update_level(self, age: float, now: float) -> None:
+    def _update_levels(self, age: float, now: float) -> None:
+        """Escalate every live stream at once, or recover a batch of them (the module docstring)."""
+        live = [h for h in self._handles if h.session.live and h.error is None]
+        if not live:  # no one to protect: full quality, and a fresh start for the next load
+            self.level, self._recover_wait, self._recover_batch, self._last_step = FULL, self.recover_s, 1, []
+            self._full_since = now
+            return
         if age > 2 * self.budget_s:
-            level = PASS_THROUGH
-        elif age > self.budget_s:
-            level = max(self.level, FEWER_STEPS)
-        elif age < self.budget_s / 2 and now - self._level_since >= self._recover_wait:
-            level = max(self.level - 1, FULL)
+            floor = PASS_THROUGH
+        elif age > self.budget_s and self.has_fewer_steps:
+            floor = FEWER_STEPS
         else:
-            level = self.level
-        if level == FULL == self.level and now - self._level_since >= 4 * self._recover_wait:
-            self._recover_wait = self.recover_s  # held full quality a good while: the load has gone
-        if level > self.level and now - self._recovered_at < 2 * self._recover_wait:
-            # Fell behind again right after recovering: the load is still there; wait longer next time.
-            self._recover_wait = min(2 * self._recover_wait, MAX_RECOVER_FACTOR * self.recover_s,
-                                     max(30.0, self.recover_s))
-        if level != self.level:
-            if level < self.level:
-                self._recovered_at = now
-            self.level = level
-            self._level_since = now
+            floor = None
+        since_change = now - self._changed_at
+        if floor is not None and any(h.level < floor for h in live):
+            if self._last_step and since_change < 2 * self._recover_wait:
+                # The last recovery step was too much: undo it only, and wait longer before the next one.
+                for handle, before in self._last_step:
+                    handle.level = max(handle.level, before)
+                self._recover_wait = min(2 * self._recover_wait, MAX_RECOVER_FACTOR * self.recover_s,
+                                         max(30.0, self.recover_s))
+                self._last_step, self._changed_at = [], now
+            elif since_change >= 4 * self.budget_s or age > 4 * self.budget_s:
+                # A new load (not the backlog of the last change draining): everyone, at once.
+                for handle in live:
+                    handle.level = max(handle.level, floor)
+                self._last_step, self._changed_at = [], now
+            self._recover_batch = 1
+        elif age < self.budget_s / 2 and since_change >= self._recover_wait:
+            degraded = sorted((h for h in live if h.level > FULL), key=lambda h: -h.level)
+            step = degraded[: self._recover_batch]
+            if step:
+                self._last_step = [(h, h.level) for h in step]
+                for handle in step:
+                    stepped = handle.level - 1
+                    handle.level = FULL if stepped == FEWER_STEPS and not self.has_fewer_steps else stepped
+                self._recover_batch *= 2
+                self._changed_at = now
+        self.level = max(h.level for h in live)
+        if self.level != FULL:
+            self._full_since = now
+        elif now - self._full_since >= 4 * self._recover_wait:
+            self._recover_wait, self._recover_batch = self.recover_s, 1  # full quality a good while: load gone

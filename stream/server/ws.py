@@ -582,7 +582,8 @@ class Connection:
             "rtf": metrics.rtf, "compute_s": metrics.compute_s,
             "audio_in_s": metrics.audio_in_s, "audio_out_s": metrics.audio_out_s,
             "samples_in": stream.samples_in, "samples_out": stream.samples_out,
-            "queue_hops": metrics.queue_depth, "level": self.server.batcher.level, "pacing": stream.format.pacing,
+            "queue_hops": metrics.queue_depth, "level": stream_level(stream, self.server.batcher.level),
+            "pacing": stream.format.pacing,
             "degraded_s": {"fewer_steps": metrics.degraded_s[FEWER_STEPS],
                            "pass_through": metrics.degraded_s[PASS_THROUGH]},
             "sessions": len(self.server.sessions),
@@ -653,6 +654,14 @@ class Connection:
         if self.stream is not None:
             self.stream.dropped_samples += self.stream.handle.abort()
         self.ws.transport.abort()
+
+
+def stream_level(stream: _Stream, server_level: int) -> int:
+    """A stream's degradation level now: its own (the server's, for a batcher that does not keep one per
+    stream); always 0 for a stream paced as fast as possible."""
+    if stream.format.pacing != "live":
+        return 0
+    return getattr(stream.handle, "level", server_level)
 
 
 def understood(handle: StreamHandle) -> dict | None:
