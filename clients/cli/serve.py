@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "directory or $SAMSTREAM_JUDGE_DIR)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the start-up run that loads the text encoder before clients arrive")
+    from samstream.clients.cli import serve_ray
+
+    serve_ray.add_arguments(parser)  # --ray [ADDRESS]: the model on Ray Serve replicas (serve_ray.py)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
                           allowed_origins=tuple(args.allowed_origin), static_dir=args.static or browser_client_dir(),
                           max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout)
     config.check()  # before loading the model: a refused setting should not cost a model load
+    if args.ray is not None:  # the model on Ray Serve replicas, this process their front (serve_ray.py)
+        from samstream.clients.cli.serve_ray import run_ray
+
+        return run_ray(args, config)
     torch.set_num_threads(args.threads)
     processor = load_processor(args.model, args.text_encoder)
     batcher_options = attach_side_models(processor, args, lambda line: log.info(line))
