@@ -21,7 +21,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class RemoteSession:
     model_rate: int
     accepts_video: bool
     live: bool
+    has_room: Callable[[int], bool] = field(repr=False)  # whether a frame of n samples fits the backlog now
 
 
 @dataclass
@@ -348,7 +349,7 @@ class RemoteStreamHandle:
         self.id = session
         self.replica = info.replica
         self.session = RemoteSession(info.latency_samples, info.max_frame, info.client_rate, info.model_rate,
-                                     info.accepts_video, info.live)
+                                     info.accepts_video, info.live, self._has_room)
         self._backlog = info.backlog_samples
         self.metrics = SessionMetrics(latency_ms=1000.0 * info.latency_samples / info.client_rate)
         self.error: BaseException | None = None
@@ -385,6 +386,9 @@ class RemoteStreamHandle:
         seq = self._next_seq()
         self._owed += len(pcm)
         return asyncio.ensure_future(self._push(seq, pcm))
+
+    def _has_room(self, samples: int) -> bool:
+        return self._owed + samples <= self._backlog
 
     async def wait_for_room(self, samples: int) -> None:
         """Flow control: return once a frame of `samples` samples fits the session's backlog (counting every
