@@ -83,3 +83,22 @@ async def test_a_cancelled_open_call_aborts_its_session(processor):
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert replica.sessions == 0
+
+
+def test_the_remote_handle_offers_what_the_servers_use_of_a_local_one():
+    """The Ray front serves through RemoteStreamHandle exactly as through StreamHandle: every public method and
+    property of StreamHandle, and every `handle.session.X` the servers read, exists on the stand-in."""
+    import inspect
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from samstream.stream.batcher import StreamHandle
+    from samstream.stream.cluster.front import RemoteSession, RemoteStreamHandle
+
+    public = {name for name in dir(StreamHandle) if not name.startswith("_")}
+    instance = set(re.findall(r"self\.(\w+)(?:: [^=]+)? = ", inspect.getsource(RemoteStreamHandle.__init__)))
+    assert public - set(dir(RemoteStreamHandle)) - instance == set()
+    servers = Path(__file__).resolve().parents[1] / "stream" / "server"
+    read = {name for path in servers.glob("*.py") for name in re.findall(r"handle\.session\.(\w+)", path.read_text())}
+    assert read - {field.name for field in fields(RemoteSession)} == set()
