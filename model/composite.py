@@ -280,6 +280,12 @@ class CompositeSeparator:
         out[: min(len(mono), len(target))] = target[: len(mono)]
         return Separation(out, mono - out, sample_rate)
 
+    def prepare(self, streams: int) -> None:
+        """Expect up to `streams` streams opening at once: keep that many speech-expert states made ahead (each
+        takes ~0.5 s to make, which a stream opening would otherwise wait for)."""
+        if self._pool is not None:
+            self._pool.reserve(streams)
+
     @staticmethod
     def describe_state(state: CompositeState) -> dict:
         """How a stream's prompt was understood: the branch serving it and the class wording nearest to its text

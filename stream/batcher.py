@@ -7,9 +7,11 @@ out, like a stream masked off by moshi's execution mask.
 
 Threads. The asyncio event loop only buffers input (validation and resampling of one frame) and
 hands out finished output; everything that calls the processor (`init_state` when a stream opens,
-`set_prompt`, `process`) runs on the worker thread. One lock serialises access to the sessions'
-buffers; compute runs outside it. Queues are bounded: a stream's backlog is capped at
-`max_queue_hops` (feeding more raises `StreamInputError`) and its buffers are preallocated.
+`set_prompt`, `process`) runs on the worker thread, one control call (open, prompt change) at a time with a
+round between them, so that a burst of streams opening does not stall the ones already running (and
+processors that can prepare for a burst, `processor.prepare(n)`, are asked to at once). One lock serialises
+access to the sessions' buffers; compute runs outside it. Queues are bounded: a stream's backlog is capped
+at `max_queue_hops` (feeding more raises `StreamInputError`) and its buffers are preallocated.
 
 Pacing. Each stream says how it is paced when it opens (`live`):
   live                 a source with a clock (a microphone, a call): its output must keep up with it, so
@@ -77,6 +79,7 @@ from samstream.stream.session import StreamSession
 
 LEAD_SLACK_S = 1.0  # a live stream this far ahead of the wall clock is sending faster than real time
 MAX_RECOVER_FACTOR = 32  # the recovery wait backs off to at most this many recover_s (and 30 s)
+PREPARED_STREAMS = 8  # streams a processor makes ready to open at once (`processor.prepare`, if it has one)
 
 
 @dataclass
@@ -268,6 +271,9 @@ class Batcher:
         self._turn = 0  # round-robin start, for when more than max_batch sessions wait
         self._hops = np.empty((2 * max_batch, hop), dtype=np.float32)  # a fade runs two states on one hop
         self._stopping = False
+        prepare = getattr(processor, "prepare", None)  # e.g. native states made ahead for a burst of opens
+        if prepare is not None:
+            prepare(min(max_batch, PREPARED_STREAMS))
         self._thread = threading.Thread(target=self._work, name="samstream-batcher", daemon=True)
         self._thread.start()
 
@@ -328,8 +334,10 @@ class Batcher:
                                     timeout=self._recover_wait if self.level != FULL else None)
                 if self._stopping:
                     return
-                controls = list(self._controls)
-                self._controls.clear()
+                # One control call (a stream opening, a prompt change) between rounds: a burst of them (16
+                # clients connecting at once; the default model's speech expert takes ~0.5 s to open a stream)
+                # must not stall the streams already running for the whole burst.
+                controls = [self._controls.popleft()] if self._controls else []
                 if not self._waiting():
                     self._update_levels(0.0, time.monotonic())
             for fn, future in controls:

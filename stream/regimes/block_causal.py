@@ -45,6 +45,13 @@ class BlockCausalProcessor:
         if describe_state is not None:
             self.describe_state = describe_state
 
+    def prepare(self, streams: int) -> None:
+        """Make ready for up to `streams` streams opening at once (the default model makes its speech expert's
+        native states ahead), so that opening one does not hold up the others' compute."""
+        prepare = getattr(self.separator, "prepare", None)
+        if prepare is not None:
+            prepare(streams)
+
     def init_state(self, prompt: Prompt):
         _check_prompt(prompt)
         return self.separator.init_stream(prompt.text, prompt.spans, prompt.example)

@@ -265,6 +265,10 @@ class _Reply:
     deliver: Callable[[Any], Awaitable[None]]  # sends the reply, given the work's result
     work: asyncio.Future | None = None  # started when the request arrived
     samples: int = 0  # client samples of audio the reply carries (bounded by OUTBOX_AUDIO_S)
+    ready_at: float = 0.0  # when the work finished (the send-wait timing)
+
+    def mark_ready(self, _: asyncio.Future) -> None:
+        self.ready_at = time.monotonic()
 
 
 @dataclass
@@ -301,6 +305,8 @@ class Connection:
         }
         self._stop_requested = False
         self._vanished: tuple[_Stream, str] | None = None  # the session of a client that went away
+        self._receive_timeout: asyncio.Timeout | None = None  # the receive in progress (idle timeout, shutdown)
+        self._sending_since: float | None = None  # when the send in progress began (the slow-reader watchdog)
 
     @property
     def log_fields(self) -> dict:
@@ -323,11 +329,14 @@ class Connection:
         """Graceful server shutdown: stop reading, flush the session (tail + `end`), close with 1001."""
         if not self._shutdown.done():
             self._shutdown.set_result(None)
+        if self._receive_timeout is not None:  # a receive in progress ends now
+            self._receive_timeout.reschedule(asyncio.get_running_loop().time())
 
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
+        watchdog = asyncio.create_task(self._watch_sends())
         code, reason, why = CloseCode.INTERNAL_ERROR, "internal error", "internal"
         try:
             code, reason, why = await self._receive_loop()
@@ -344,6 +353,7 @@ class Connection:
                 await self._send_error_reply(why, "the server failed on this connection (see its log)", None)
             await self._outbox.put(None)
             await sender
+            watchdog.cancel()
             if self._vanished is not None:  # its log line counts every sample: answered or dropped
                 self._release(*self._vanished)
             for cleanup in self._cleanups:
@@ -355,14 +365,18 @@ class Connection:
                 await self.ws.close(code, reason)
 
     async def _next_message(self) -> str | bytes | None:
-        """The next message; None on idle timeout or shutdown (`self._shutdown` tells which)."""
-        receive = asyncio.ensure_future(self.ws.recv())
-        done, _ = await asyncio.wait((receive, self._shutdown), timeout=self.server.config.idle_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if receive in done:
-            return receive.result()
-        receive.cancel()  # websockets: cancelling recv() loses no message
-        return None
+        """The next message; None on idle timeout or shutdown (`self._shutdown` tells which). One timeout context
+        per message, no task: this runs for every frame of every client (websockets: cancelling recv() loses
+        no message)."""
+        if self._shutdown.done():
+            return None
+        try:
+            async with asyncio.timeout(self.server.config.idle_timeout_s) as self._receive_timeout:
+                return await self.ws.recv()
+        except TimeoutError:
+            return None
+        finally:
+            self._receive_timeout = None
 
     async def _receive_loop(self) -> tuple[int, str, str]:
         """Serve requests until the client stops, idles out or the server shuts down; returns the
@@ -405,22 +419,23 @@ class Connection:
             raise ProtocolError("frame_too_large", f"audio frame of {len(pcm)} samples is too long: send at most "
                                                    f"{limit} samples ({self.server.config.max_frame_s:g} s) per frame")
         received = time.monotonic()
-        await self._wait_for_room(stream, len(pcm))  # flow control: reading stops until the session has room
+        if not stream.handle.session.has_room(len(pcm)):
+            await self._wait_for_room(stream, len(pcm))  # flow control: reading stops until the session has room
         try:
             output = stream.handle.submit(pcm)  # fed now: frames reach the session in arrival order
         except StreamInputError as error:
             if stream.handle.error is not None:
                 raise self._model_error(stream.handle.error) from None
             raise ProtocolError("backlog_full", f"{error} (the connection is closing)") from None
-        work = asyncio.ensure_future(self._output(output))
-        await self._queue(_Reply("audio", lambda out: self._send_frame(stream, out, received), work, len(pcm)))
+        reply = _Reply("audio", lambda out: self._send_frame(stream, out, received, reply.ready_at or time.monotonic()),
+                       output, len(pcm))
+        output.add_done_callback(reply.mark_ready)  # a callback, not a task: this runs for every frame
+        await self._queue(reply)
 
     async def _wait_for_room(self, stream: _Stream, samples: int) -> None:
         """Until the session's backlog takes `samples` more (its compute catches up: at once for a live stream
         that keeps to the clock), or the connection shuts down or closes."""
         room = asyncio.ensure_future(stream.handle.wait_for_room(samples))
-        if room.done():
-            return
         closed = asyncio.ensure_future(self.ws.wait_closed())
         try:
             await asyncio.wait((room, self._shutdown, closed), return_when=asyncio.FIRST_COMPLETED)
@@ -428,21 +443,14 @@ class Connection:
             room.cancel()
             closed.cancel()
 
-    async def _output(self, output: asyncio.Future) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-        """The frame's output and when it was ready."""
-        try:
-            return await output, time.monotonic()
-        except Exception as error:
-            raise self._model_error(error) from None
-
     @staticmethod
     def _model_error(error: BaseException) -> ProtocolError:
         return ProtocolError("model_error", f"the model failed on this session ({error}); the session is over: "
                                             "send start to open a new one")
 
-    async def _send_frame(self, stream: _Stream, output: tuple[tuple[np.ndarray, np.ndarray], float],
-                          received: float) -> None:
-        (target, residual), ready = output
+    async def _send_frame(self, stream: _Stream, output: tuple[np.ndarray, np.ndarray], received: float,
+                          ready: float) -> None:
+        target, residual = output
         await self._send(encode_output(target, residual, stream.format))
         stream.samples_in += len(target)
         stream.samples_out += len(target)
@@ -608,7 +616,12 @@ class Connection:
     async def _send_loop(self) -> None:
         while (reply := await self._outbox.get()) is not None:
             try:
-                result = await reply.work if reply.work is not None else None
+                try:
+                    result = await reply.work if reply.work is not None else None
+                except ProtocolError:
+                    raise
+                except Exception as error:  # a frame's output: the model failed on the session
+                    raise self._model_error(error) from None
                 await reply.deliver(result)
             except ProtocolError as error:
                 if not self._gone:  # after a hang-up, the aborted session's frames fail: no one to tell
@@ -635,12 +648,22 @@ class Connection:
     async def _send(self, data: str | bytes) -> None:
         if self._gone:
             return
+        self._sending_since = time.monotonic()  # watched by _watch_sends (no timeout task per send)
         try:
-            await asyncio.wait_for(self.ws.send(data), self.server.config.send_timeout_s)
+            await self.ws.send(data)
         except ConnectionClosed:
             self._gone = True  # keep draining the queue: its work finishes and is dropped
-        except TimeoutError:
-            self._cut_off()
+        finally:
+            self._sending_since = None
+
+    async def _watch_sends(self) -> None:
+        """Cut the connection off once a send has waited send_timeout_s (the client does not read)."""
+        timeout = self.server.config.send_timeout_s
+        while not self._gone:
+            await asyncio.sleep(timeout / 4)
+            started = self._sending_since
+            if started is not None and time.monotonic() - started >= timeout:
+                self._cut_off()
 
     def _cut_off(self) -> None:
         """A slow reader: a reply could not be written for send_timeout_s because the client does not read.
