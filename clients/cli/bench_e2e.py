@@ -249,9 +249,11 @@ def run(args: argparse.Namespace) -> int:
     from samstream.model.embedded import WEIGHTS_DIR
 
     if args.ray:
+        import sys
+
         from samstream.clients.cli import bench_ray
 
-        return bench_ray.run(args)
+        return bench_ray.run(args, sys.modules[__name__])
     model = args.model
     if model == "auto":
         model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"

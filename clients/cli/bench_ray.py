@@ -39,9 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="replica counts to measure with --ray, comma-separated (default 1,2)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from samstream.clients.cli.bench_e2e import start_server, ws_leg
+def run(args: argparse.Namespace, e2e) -> int:
+    """`e2e` is the bench_e2e module (which calls this): its server start and WebSocket leg are reused (passed
+    in rather than imported, so that the two modules do not import each other)."""
     from samstream.model.embedded import WEIGHTS_DIR
+
+    start_server, ws_leg = e2e.start_server, e2e.ws_leg
 
     try:
         counts = [int(n) for n in args.replicas.split(",") if n.strip()]
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         process, url, log = start_server(model, args.threads, max(1, args.max_streams), extra)
         figures = {"start_s": round(time.monotonic() - started, 1)}
         try:
-            warm_up(url, args)  # a first session pays one-off costs (lazy loading, JIT) in every configuration
+            warm_up(url, args, e2e)  # a first session pays one-off costs (lazy loading, JIT) in every configuration
             one = argparse.Namespace(**{**vars(args), "max_streams": 0})
             before = cpu_seconds(process.pid)
             figures.update(ws_leg(one, url))  # one stream first: latency without load
@@ -99,13 +102,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def warm_up(url: str, args: argparse.Namespace) -> None:
+def warm_up(url: str, args: argparse.Namespace, e2e) -> None:
     import asyncio
 
-    from samstream.clients.cli.bench_e2e import noise, stream_realtime
-
     frame = max(1, round(args.frame_ms * args.rate / 1000))
-    asyncio.run(stream_realtime(url, noise(1.0, args.rate, seed=99), args.rate, frame))
+    asyncio.run(e2e.stream_realtime(url, e2e.noise(1.0, args.rate, seed=99), args.rate, frame))
 
 
 def hop_overhead(url: str) -> dict:
