@@ -320,9 +320,14 @@ class Batcher:
         return await asyncio.wrap_future(future)
 
     def _forget(self, handle: StreamHandle) -> None:
+        """Take a stream out of the rounds, and let the processor free what it holds for it (native memory
+        that Python's garbage collector does not see: the default model's speech expert keeps ~11 MB per
+        stream) on the worker, between rounds, where no compute can be using it."""
         with self._lock:
             if handle in self._handles:
                 self._handles.remove(handle)
+                self._controls.append((handle.session.release, concurrent.futures.Future()))
+                self._lock.notify()
 
     # ---------------------------------------------------------------- worker thread
 

@@ -310,6 +310,15 @@ class StreamSession:
         describe = getattr(self.processor, "describe_state", None)
         return describe(self.state) if describe is not None else None
 
+    def release(self) -> None:
+        """The stream is over: let the processor free what it holds for each of its states
+        (`processor.release_state`, when it has one). Call it when nothing computes the stream any more."""
+        release = getattr(self.processor, "release_state", None)
+        if release is None:
+            return
+        for state in {id(s): s for s in (self.state, *self._sources()) if s is not None}.values():
+            release(state)
+
     @property
     def passing_through(self) -> bool:
         """In pass-through with no crossfade under way: the next hops need no compute."""
@@ -402,7 +411,9 @@ class StreamSession:
             raise StreamInputError("this stream was already flushed: open a new stream")
         self.finish()
         self._run_pending()
-        return self.pull(self.latency_samples)
+        tail = self.pull(self.latency_samples)
+        self.release()
+        return tail
 
     def _run_pending(self) -> None:
         while self.pending_hops:

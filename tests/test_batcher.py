@@ -337,3 +337,41 @@ async def test_a_load_that_cannot_be_held_backs_the_recovery_off():
         assert handle.metrics.degraded_s[PASS_THROUGH] > 1.5
         computed = len(processor.calls)
     assert computed < 0.5 * len(x) / 160  # most hops passed through rather than flapping back to compute
+
+
+async def test_streams_that_end_free_what_the_processor_holds_for_them():
+    """Native memory (the default model's speech expert: ~11 MB a stream) is invisible to Python's garbage
+    collector: the processor frees it when a stream closes or is aborted, on the worker, once it is out of the
+    rounds; in the synchronous path, at flush."""
+
+    class Releasing(DSPProcessor):
+        def __init__(self) -> None:
+            super().__init__(hop=160)
+            self.released: list = []
+
+        def release_state(self, state) -> None:
+            assert threading.current_thread().name == "samstream-batcher" or self.synchronous
+            self.released.append(state)
+
+    import threading
+
+    processor = Releasing()
+    processor.synchronous = False
+    x = mixture(0.2, 16000)
+    async with Batcher(processor, realtime_budget_s=NEVER) as batcher:
+        closed = await batcher.open(Prompt("rain"), 16000)
+        aborted = await batcher.open(Prompt("wind"), 16000)
+        await closed.push(x)
+        await closed.set_prompt(Prompt("a longer prompt"))  # a fade: two states for a while
+        await closed.push(x)
+        await closed.close()
+        aborted.submit(x)
+        aborted.abort()
+        await batcher._call(lambda: None)  # the worker has run the controls queued before this one
+    released = [id(state) for state in processor.released]
+    assert id(closed.session.state) in released and id(aborted.session.state) in released
+    processor.synchronous = True
+    session = StreamSession(processor, 16000, Prompt("owl"))
+    session.push(x)
+    session.flush()
+    assert processor.released[-1] is session.state

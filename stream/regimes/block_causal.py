@@ -45,6 +45,12 @@ class BlockCausalProcessor:
         if describe_state is not None:
             self.describe_state = describe_state
 
+    def release_state(self, state) -> None:
+        """A stream is over: free what the separator holds for it outside Python (`separator.close(state)`)."""
+        close = getattr(self.separator, "close", None)
+        if close is not None:
+            close(state)
+
     def prepare(self, streams: int) -> None:
         """Make ready for up to `streams` streams opening at once (the default model makes its speech expert's
         native states ahead), so that opening one does not hold up the others' compute."""
