@@ -199,4 +199,5 @@ def test_training_on_the_serving_path_is_caught():
 def test_a_cycle_is_caught():
     graph = import_graph()
     graph["samstream.stream.server.ws"] = graph["samstream.stream.server.ws"] | {"samstream.stream.server.app"}
-    assert ["samstream.stream.server.app", "samstream.stream.server.ws", "samstream.stream.server.app"] in cycles(graph)
+    # The walk may enter the cycle at either module: compare the cycles' module sets.
+    assert {"samstream.stream.server.app", "samstream.stream.server.ws"} in [set(cycle) for cycle in cycles(graph)]
