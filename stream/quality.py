@@ -53,27 +53,52 @@ class QualityConfig:
             raise ValueError("quality interval_s and window_s must be > 0 and max_pending >= 1")
 
 
-class QualityMonitor:
+class MonitorThread:
+    """One background thread shared by every session of a monitor, with at most `max_pending` jobs queued or
+    running (all sessions together): `submit` says False when there is no room, and the session skips its turn.
+    A job is `job(tap, *args)`; it must catch its own errors; `tap.done()` is called after it, whatever happens.
+    (Also the base of the voice meter, stream/voice_meter.py.)"""
+
+    def __init__(self, max_pending: int, name: str) -> None:
+        self.max_pending = max_pending
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def submit_job(self, job, tap, *args) -> bool:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                return False
+            self._pending += 1
+        self._executor.submit(self._run, job, tap, *args)
+        return True
+
+    def _run(self, job, tap, *args) -> None:
+        try:
+            job(tap, *args)
+        finally:
+            with self._lock:
+                self._pending -= 1
+            tap.done()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class QualityMonitor(MonitorThread):
     """Owns the scoring thread; `tap` gives each session its own QualityTap."""
 
     def __init__(self, judge: Scorer, model_rate: int, config: QualityConfig = QualityConfig()):
+        super().__init__(config.max_pending, "samstream-judge")
         self.judge = judge
         self.model_rate = model_rate
         self.config = config
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="samstream-judge")
-        self._lock = threading.Lock()
-        self._pending = 0
 
     def tap(self, metrics: SessionMetrics, prompt: Prompt, delay_samples: int = 0) -> "QualityTap":
         return QualityTap(self, metrics, prompt, delay_samples)
 
     def submit(self, tap: "QualityTap", mixture: np.ndarray, target: np.ndarray, text: str, end_s: float) -> bool:
-        with self._lock:
-            if self._pending >= self.config.max_pending:
-                return False
-            self._pending += 1
-        self._executor.submit(self._score, tap, mixture, target, text, end_s)
-        return True
+        return self.submit_job(self._score, tap, mixture, target, text, end_s)
 
     def _score(self, tap: "QualityTap", mixture: np.ndarray, target: np.ndarray, text: str, end_s: float) -> None:
         started = time.perf_counter()
@@ -87,13 +112,6 @@ class QualityMonitor:
         except Exception as error:  # a scoring failure must never reach the audio path
             log.warning("live Judge score failed: %s", error)
             tap.publish({"error": f"{type(error).__name__}: {error}"})
-        finally:
-            with self._lock:
-                self._pending -= 1
-            tap.done()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class QualityTap:
@@ -114,12 +132,8 @@ class QualityTap:
         self.skipped = 0
 
     def observe(self, mixture: np.ndarray, target: np.ndarray) -> None:
-        frames = np.stack([mixture, target], 1)
-        overflow = len(frames) - self._ring.free
-        if overflow > 0:
-            self._ring.advance(min(overflow, self._ring.available))
-        self._ring.write(frames[-self.window:])
-        self._observed += len(frames)
+        self._ring.write_latest(np.stack([mixture, target], 1))
+        self._observed += len(mixture)
         if self._observed < self._next or self.prompt.text is None:
             return
         self._next = self._observed + self.interval

@@ -79,6 +79,15 @@ class RingBuffer:
             _copy_in(self._storage, frames, self._written % self.capacity)
         self._written += n
 
+    def write_latest(self, frames: np.ndarray) -> None:
+        """Write, consuming the oldest frames to make room: the ring keeps the newest `capacity` frames (a history,
+        not a queue: for monitors and enrollment, never for audio that must be delivered)."""
+        frames = frames[-self.capacity :]
+        overflow = len(frames) - self.free
+        if overflow > 0:
+            self.advance(overflow)
+        self.write(frames)
+
     def read_into(self, out: np.ndarray) -> None:
         """Fill `out` with the next len(out) frames and consume them."""
         self.peek_into(out)

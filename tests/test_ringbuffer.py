@@ -64,3 +64,16 @@ def test_wrong_dtype_or_shape_is_rejected():
         ring.write(np.zeros(4, dtype=np.float32))
     with pytest.raises(ValueError, match="capacity"):
         RingBuffer(capacity=0)
+
+
+def test_write_latest_keeps_the_newest_frames():
+    ring = RingBuffer(5, channels=2)
+    frames = np.arange(24, dtype=np.float32).reshape(12, 2)
+    ring.write_latest(frames[:3])
+    ring.write_latest(frames[3:7])  # drops the oldest two
+    out = np.empty((5, 2), np.float32)
+    ring.peek_into(out)
+    np.testing.assert_array_equal(out, frames[2:7])
+    ring.write_latest(frames[:12])  # longer than the ring: its last 5 frames
+    ring.peek_into(out)
+    np.testing.assert_array_equal(out, frames[7:12])
