@@ -23,6 +23,8 @@ class SessionMetrics:
     degraded_s: dict[int, float] = field(default_factory=lambda: {FEWER_STEPS: 0.0, PASS_THROUGH: 0.0})
     # The latest live Judge score of the output (stream/quality.py), when the server scores sessions.
     quality: dict | None = None
+    # The latest live voice similarity of an enrolled voice to the input and the output (stream/voice_meter.py).
+    voice: dict | None = None
 
     @property
     def rtf(self) -> float:
