@@ -5,6 +5,7 @@
         await client.send_audio(frame)                                     # float32 mono in [-1, 1]
         output = await client.receive_audio()                              # output.target, output.residual
         await client.set_prompt(spans=[("-", 7.0, 8.0)])
+        await client.enroll(3.0)          # the last 3 s of the input: "keep this voice"
         end = await client.flush()        # then receive_audio() returns the rest, the tail last, then None
 
 The server answers requests in order, one reply each: a binary frame of the same length (or an error)
@@ -141,6 +142,15 @@ class SeparationClient:
                          example: np.ndarray | None = None) -> None:
         encoding = self.started["format"] if self.started else "pcm16"
         await self.request({"type": "prompt", "prompt": prompt_message(text, spans, example, encoding)})
+
+    async def enroll(self, seconds: float = 3.0, text: str | None = None) -> dict:
+        """The last `seconds` (0.5-10) of this stream's input become the prompt: "keep this voice" (with `text`, e.g.
+        "woman speaking", when given). Returns `enrolled` (seconds, from_s, to_s on the input's clock, understood);
+        raises ServerError `not_enough_audio` before enough sounding input, `bad_message` for bad seconds."""
+        message = {"type": "enroll", "seconds": seconds}
+        if text is not None:
+            message["text"] = text
+        return await self.request(message)
 
     async def metrics(self) -> dict:
         return await self.request({"type": "metrics"})

@@ -44,7 +44,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
-import soxr
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -61,7 +60,7 @@ from av import Packet
 from samstream.model.errors import UserFacingError
 from samstream.stream.media import RATE, OpusPacketEncoder, frame_to_mono
 from samstream.stream.processor import Prompt, StreamInputError
-from samstream.stream.ringbuffer import RingBuffer
+from samstream.stream.server.enroll import EnrollmentError, InputHistory, enroll_seconds, enrollment_clip, to_model_rate
 from samstream.stream.server.ws import ProtocolError, check_text_length, request_name, shown
 
 if TYPE_CHECKING:
@@ -72,8 +71,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("samstream.server")
 
 OPEN_SPAN_S = 24 * 3600.0  # the end of a span whose button is still held
-MAX_ENROLL_S = 10.0  # input history kept for "enroll this voice"
-MIN_ENROLL_S = 0.5
 MAX_CONTROL_BYTES = 65536
 # The working resolution of the call's video and of visual masks: PE-Core-L14-336, SAM Audio's vision encoder,
 # resizes every frame to 336x336 anyway (aspect ratio not kept, as the official processor does), so frames
@@ -119,26 +116,6 @@ class OutputMix:
         return (gains[0] * target + gains[1] * residual).astype(np.float32)
 
 
-class InputHistory:
-    """The last `seconds` of the caller's input (mono, 48 kHz), for "enroll this voice"."""
-
-    def __init__(self, seconds: float = MAX_ENROLL_S) -> None:
-        self._ring = RingBuffer(math.ceil(seconds * RATE))
-
-    def write(self, pcm: np.ndarray) -> None:
-        pcm = pcm[-self._ring.capacity :]
-        overflow = len(pcm) - self._ring.free
-        if overflow > 0:
-            self._ring.advance(overflow)
-        self._ring.write(pcm)
-
-    def last(self, seconds: float) -> np.ndarray:
-        n = min(self._ring.available, round(seconds * RATE))
-        out = np.empty(n, dtype=np.float32)
-        self._ring.peek_into(out, offset=self._ring.available - n)
-        return out
-
-
 # ---------------------------------------------------------------------------------------- the track
 
 
@@ -153,7 +130,7 @@ class SeparatedTrack(MediaStreamTrack):
         self.source = source
         self.handle = handle
         self.mix = mix
-        self.history = InputHistory()
+        self.history = InputHistory(rate=RATE)  # the last seconds of the caller's input, for "enroll this voice"
         self.samples_in = 0  # caller samples fed to the engine: the stream clock of spans
         self.samples_out = 0
         # Observers of every frame: (input, target, residual), aligned by stream index (output n is
@@ -547,15 +524,12 @@ class WebRTCPeer:
             await self._change_prompt(
                 lambda parts: replace(parts, spans=tuple(closed if span == held else span for span in parts.spans)))
         elif kind == "enroll":
-            seconds = message.get("seconds", 3.0)
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not MIN_ENROLL_S <= seconds <= MAX_ENROLL_S:
-                raise ProtocolError("bad_message", f"'seconds' must be a number from {MIN_ENROLL_S} to {MAX_ENROLL_S}, "
-                                                   f"got {shown(seconds)}")
-            clip = self.track.history.last(seconds) if self.track is not None else np.zeros(0, np.float32)
-            if len(clip) < MIN_ENROLL_S * RATE:
-                raise ProtocolError("bad_prompt", f"not enough audio to enroll yet: {len(clip) / RATE:.2f} s heard, "
-                                                  f"need {MIN_ENROLL_S} s")
-            example = soxr.resample(clip, RATE, self.model_rate).astype(np.float32)
+            try:  # shared with the WebSocket protocol's enroll (stream/server/enroll.py)
+                seconds = enroll_seconds(message.get("seconds", 3.0))
+                clip = enrollment_clip(self.track.history if self.track is not None else InputHistory(rate=RATE), seconds)
+            except EnrollmentError as error:
+                raise ProtocolError(error.code, error.message) from None
+            example = to_model_rate(clip, RATE, self.model_rate)
             await self._change_prompt(lambda parts: replace(parts, example=example))
         elif kind == "output":
             self.mix.set(message.get("target", 1.0), message.get("residual", 0.0))

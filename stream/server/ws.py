@@ -37,6 +37,9 @@ from samstream.model.errors import UserFacingError
 from samstream.stream.metrics import FEWER_STEPS, PASS_THROUGH
 from samstream.stream.processor import Prompt, StreamInputError
 from samstream.stream.resample import MAX_RATE, MIN_RATE
+from samstream.stream.server.enroll import (
+    MAX_ENROLL_S, EnrollmentError, InputHistory, enroll_seconds, enrollment_clip, to_model_rate,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -64,6 +67,7 @@ ERROR_CODES = frozenset({
     "too_many_sessions", "unauthorized", "origin_forbidden", "idle_timeout", "model_error", "internal",
     "no_vision", "no_video", "video_error",  # visual prompts on WebRTC calls (docs/webrtc.md)
     "slow_reader",  # a client that does not read its replies (logged and counted; the connection is dropped)
+    "not_enough_audio",  # `enroll` before enough (sounding) input: stream/server/enroll.py
 })
 
 MessageHandler = Callable[["Connection", dict], Awaitable[None]]
@@ -282,6 +286,7 @@ class _Stream:
     samples_out: int = 0  # output samples sent, per channel (pre-roll and tail included)
     dropped_samples: int = 0  # input samples never answered: the client went away first
     metrics_task: asyncio.Task | None = field(default=None, repr=False)
+    history: InputHistory | None = field(default=None, repr=False)  # the last seconds of input, for `enroll`
 
 
 class Connection:
@@ -301,7 +306,7 @@ class Connection:
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._handlers: dict[str, MessageHandler] = {
             "start": Connection._on_start, "prompt": Connection._on_prompt, "flush": Connection._on_flush,
-            "stop": Connection._on_stop, "metrics": Connection._on_metrics,
+            "stop": Connection._on_stop, "metrics": Connection._on_metrics, "enroll": Connection._on_enroll,
         }
         self._stop_requested = False
         self._vanished: tuple[_Stream, str] | None = None  # the session of a client that went away
@@ -427,6 +432,7 @@ class Connection:
             if stream.handle.error is not None:
                 raise self._model_error(stream.handle.error) from None
             raise ProtocolError("backlog_full", f"{error} (the connection is closing)") from None
+        stream.history.write(pcm)
         reply = _Reply("audio", lambda out: self._send_frame(stream, out, received, reply.ready_at or time.monotonic()),
                        output, len(pcm))
         output.add_done_callback(reply.mark_ready)  # a callback, not a task: this runs for every frame
@@ -467,7 +473,7 @@ class Connection:
             raise ProtocolError("bad_prompt", "start needs a 'prompt' with text, spans and/or an example")
         prompt = await asyncio.to_thread(parse_prompt, message["prompt"], fmt, self.server.model_rate)
         session_id, handle = await self.server.open_stream(prompt, fmt.sample_rate, live=fmt.pacing == "live")
-        self.stream = stream = _Stream(session_id, handle, fmt)
+        self.stream = stream = _Stream(session_id, handle, fmt, history=InputHistory(MAX_ENROLL_S, fmt.sample_rate))
         if interval is not None:
             stream.metrics_task = asyncio.create_task(self._push_metrics(stream, interval))
         log.info("session started", extra={"fields": {
@@ -488,6 +494,11 @@ class Connection:
     async def _on_prompt(self, message: dict) -> None:
         stream = self._live_stream("prompt")
         prompt = await asyncio.to_thread(parse_prompt, message.get("prompt"), stream.format, self.server.model_rate)
+        await self._set_prompt(stream, prompt)
+        await self._send_json_reply("prompt", {"type": "prompt_changed", "session": stream.id,
+                                               "understood": understood(stream.handle)})
+
+    async def _set_prompt(self, stream: _Stream, prompt: Prompt) -> None:
         try:
             await stream.handle.set_prompt(prompt)
         except UserFacingError as error:  # e.g. text for a model without a text encoder
@@ -497,8 +508,31 @@ class Connection:
             raise ProtocolError("bad_prompt", f"the model could not take this prompt ({error}); "
                                               "the previous prompt stays") from None
         log.info("prompt changed", extra={"fields": {**self.log_fields, "prompt": describe_prompt(prompt)}})
-        await self._send_json_reply("prompt", {"type": "prompt_changed", "session": stream.id,
-                                               "understood": understood(stream.handle)})
+
+    async def _on_enroll(self, message: dict) -> None:
+        """The last `seconds` of this stream's input become the prompt (stream/server/enroll.py), with the
+        message's optional `text`; the output crossfades to it like any prompt change."""
+        stream = self._live_stream("enroll")
+        text = message.get("text")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError("bad_prompt", f"enroll 'text' must be a string, got {shown(text)}")
+        check_text_length(text)
+        try:
+            clip = enrollment_clip(stream.history, enroll_seconds(message.get("seconds", 3.0)))
+        except EnrollmentError as error:
+            raise ProtocolError(error.code, error.message) from None
+        rate = stream.format.sample_rate
+        stream_s = stream.history.total / rate  # the clip ends here, on the stream's input clock
+        example = await asyncio.to_thread(to_model_rate, clip, rate, self.server.model_rate)
+        try:
+            prompt = Prompt(text=text or None, example=example)
+        except UserFacingError as error:
+            raise ProtocolError("bad_prompt", str(error)) from None
+        await self._set_prompt(stream, prompt)
+        await self._send_json_reply("enroll", {
+            "type": "enrolled", "session": stream.id, "seconds": round(len(clip) / rate, 4),
+            "from_s": round(stream_s - len(clip) / rate, 4), "to_s": round(stream_s, 4),
+            "understood": understood(stream.handle)})
 
     async def _on_flush(self, message: dict) -> None:
         self._live_stream("flush")
@@ -596,6 +630,7 @@ class Connection:
                            "pass_through": metrics.degraded_s[PASS_THROUGH]},
             "sessions": len(self.server.sessions),
             "quality": metrics.quality,  # the latest live Judge score (serve --quality-interval), else null
+            "voice": metrics.voice,  # the live similarity to an enrolled voice (stream/voice_meter.py), else null
         }
 
     async def _push_metrics(self, stream: _Stream, interval: float) -> None:
