@@ -12,7 +12,8 @@ Branches, chosen by the prompt (model/prompt_routing.py matches text to the near
 - "voice": an enrollment clip, or "man speaking" / "woman speaking" and their paraphrases: the voice picker on
   the expert's estimate;
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
-  is an interferer there), for spans, examples and unknown wordings it hears the mixture.
+  is an interferer there), for spans, examples and unknown wordings it hears the mixture. It is prompted with
+  the canonical wording of the class the text was matched to, so paraphrases and translations separate like it.
 The residual is always the mixture minus the target, so target + residual == mixture.
 
 Timing. The expert runs on every stream: its estimate feeds most branches, and its recurrent state must be warm
@@ -138,9 +139,16 @@ class CompositeSeparator:
             return (VOICE if route.gender and self.voice is not None else EXPERT), route
         return GENERAL, route
 
+    @staticmethod
+    def general_text(route: Route, prompt: str | None) -> str | None:
+        """The wording the general separator hears: the canonical wording of the class the prompt was matched to
+        (so a paraphrase or a translation separates like the class name it means), or the user's own text when
+        it matched no class."""
+        return canonical(route.target_class) if route.target_class is not None else prompt
+
     def _branch_state(self, branch: str, route: Route, prompt, spans, example):
         if branch == GENERAL:
-            return self.general.init_stream(prompt, spans, example)
+            return self.general.init_stream(self.general_text(route, prompt), spans, example)
         if branch == VOICE:
             # The picker's prompt: the enrollment clip's speaker embedding and/or the gender's canonical wording.
             text = canonical(route.target_class) if route.gender else None
@@ -190,7 +198,7 @@ class CompositeSeparator:
         if branch == state.branch == GENERAL:
             # The general separator's own context (cached keys/values, recurrent state) carries on; the session
             # crossfades from the old separation meanwhile.
-            self.general.set_prompt(state.branch_state, prompt, spans, example)
+            self.general.set_prompt(state.branch_state, self.general_text(route, prompt), spans, example)
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
             state.align = self._align(branch)
