@@ -61,7 +61,7 @@ from samstream.model.errors import UserFacingError
 from samstream.stream.media import RATE, OpusPacketEncoder, frame_to_mono
 from samstream.stream.processor import Prompt, StreamInputError
 from samstream.stream.server.enroll import EnrollmentError, InputHistory, enroll_seconds, enrollment_clip, to_model_rate
-from samstream.stream.server.ws import ProtocolError, check_text_length, request_name, shown
+from samstream.stream.server.ws import ProtocolError, check_text_length, request_name, shown, understood
 
 if TYPE_CHECKING:
     from samstream.stream.batcher import StreamHandle
@@ -558,7 +558,8 @@ class WebRTCPeer:
             except UserFacingError as error:  # e.g. text for a model without a text encoder
                 raise ProtocolError("bad_prompt", str(error)) from None
             self.parts = parts
-        await self.notify({"type": "prompt", "prompt": parts.describe(self.model_rate), "stream_s": self.stream_s})
+        await self.notify({"type": "prompt", "prompt": parts.describe(self.model_rate), "stream_s": self.stream_s,
+                           "understood": understood(self.handle)})  # how the model took it (docs/protocol.md)
 
     # ------------------------------------------------------------------------------ outgoing
 
