@@ -58,7 +58,7 @@ def test_page_streams_and_shows_live_metrics(run):
     assert shown["status"] == "live" and shown["error"] == ""
     assert shown["m-latency"] == f"{1000 * LATENCY / RATE:.0f} ms"
     assert float(shown["m-rtf"]) > 0 and shown["m-level"] == "full"
-    assert shown["prompt-now"] == "prompt: this 0.5–1.5 s"
+    assert shown["prompt-now"] == "prompt: this 0.5–1.5 s, voice example 2.0 s"  # "Enroll this voice" at the end
     assert shown["mix-label"] == "original (target + residual)"
     state = result["state"]
     assert state["errors"] == [] and not any(line.startswith(("error", "pageerror")) for line in result["console"])
@@ -67,6 +67,14 @@ def test_page_streams_and_shows_live_metrics(run):
     assert 0 <= result["server_in"] - result["server_out"] <= IN_FLIGHT and result["server_out"] > 3 * RATE
     assert result["mix_changes"]
     assert result["released"]  # stopping the page hung up: the server let the session go
+    # Whose voice is enrolled (the page's own microphone, or the file it plays) and the live voice meter.
+    source = "your voice" if result["browser"]["name"] == "chromium" else "a voice from input.wav"
+    enrolled, heard_now, in_output = state["voiceShown"]
+    assert enrolled.startswith(f"{source}, 2.0 s enrolled at 00:") and state["enrollment"]["seconds"] == 2.0
+    voice = state["metrics"]["voice"]
+    assert voice["enrolled_s"] == 2.0 and "error" not in voice
+    for value, shown_value in ((voice["input"], heard_now), (voice["output"], in_output)):
+        assert shown_value == ("quiet" if value is None else f"{value:.2f}")
     assert result["rate"] == RATE  # the page's AudioContext ran at 48 kHz: recordings need no resampling
 
 
@@ -74,10 +82,10 @@ def test_page_receives_the_offline_separation(run):
     """What the page hears, against the offline separation of the input the server received delayed by the
     reported latency L (the server's output clock); each half second is placed on that clock by
     cross-correlation (the network and the browser's jitter buffer add their own, varying, delay)."""
-    _, _, audio = run
+    _, result, audio = run
     offline = audio["offline_target"]
-    # The server's output is that separation, L later.
-    target = audio["server_target"]
+    # The server's output is that separation, L later (until the enrollment at the end changed the prompt).
+    target = audio["server_target"][: result["prompt_changes"][0]]
     assert si_sdr(target[LATENCY:], offline[: len(target) - LATENCY]) > 30
     reference = np.concatenate([np.zeros(LATENCY, np.float32), offline])
     scores, offsets, silent = [], [], []

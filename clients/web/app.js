@@ -67,6 +67,8 @@ const app = {
   pingTimer: null,
   stats: {},
   boxStart: null, // [x, y] where a box drag began, while one is being drawn on the camera picture
+  enrollment: null, // {seconds, at_s, source}: the voice enrolled now (from the server's prompt messages)
+  enrolling: false, // an "enroll" was sent and its prompt message has not come back yet
 };
 
 // ------------------------------------------------------------------------------------------- helpers
@@ -276,8 +278,9 @@ function stop(status = "stopped") {
   if (app.input) for (const track of app.input.getTracks()) track.stop();
   if (app.audio) app.audio.close();
   Object.assign(app, { pc: null, socket: null, channel: null, input: null, remote: null, audio: null, nodes: {},
-                       boxStart: null });
+                       boxStart: null, enrolling: false });
   drawBox(null);
+  showVoice(null); // the meter of a call that ended; whose voice was enrolled stays shown
   setStatus(status);
 }
 
@@ -433,11 +436,45 @@ function onControlMessage(message) {
     $("m-time").textContent = `${message.stream_s.toFixed(1)} s`;
     showJudgeScore(message.quality);
     showPrompt(message.prompt);
+    showVoice(message.voice);
   } else if (message.type === "prompt") {
+    noteEnrollment(message);
     showPrompt(message.prompt);
   } else if (message.type === "error") {
+    if (message.request === "enroll") app.enrolling = false;
     showError(`server: ${message.message}`);
   }
+}
+
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+
+// Whose voice is enrolled: the prompt message after an "enroll" carries the clip's length and the stream time.
+function noteEnrollment(message) {
+  const seconds = message.prompt && message.prompt.example_s;
+  if (!seconds) app.enrollment = null;
+  else if (app.enrolling || !app.enrollment) {
+    const file = app.nodes.file ? $("source-file").files[0] : null;
+    app.enrollment = { seconds, at_s: message.stream_s, source: file ? file.name : null };
+  }
+  app.enrolling = false;
+  const e = app.enrollment;
+  $("voice-enrolled").textContent = !e ? "no voice"
+    : `${e.source ? `a voice from ${e.source}` : "your voice"}, ${e.seconds.toFixed(1)} s enrolled at ${clock(e.at_s)}`;
+  if (!e) showVoice(null);
+}
+
+// The live voice meter (the server's voice meter, while a voice is enrolled): GE2E similarity, 0-1.
+function showVoice(voice) {
+  for (const side of ["input", "output"]) {
+    const value = voice ? voice[side] : null;
+    $(`voice-${side}`).value = value == null ? 0 : Math.max(0, value);
+    $(`voice-${side}-value`).textContent = voice && voice.error ? "error"
+      : value == null ? (voice ? "quiet" : "—") : value.toFixed(2);
+  }
+  if (voice && voice.error) $("voice-input-value").title = voice.error;
 }
 
 // The live SAM Audio Judge score (null unless the server runs with --quality-interval): overall, 1-5.
@@ -590,7 +627,10 @@ function setUpControls() {
   holdButton($("this-sound"), "+");
   holdButton($("not-this"), "-");
   $("clear-spans").addEventListener("click", () => send({ type: "prompt", spans: [] }));
-  $("enroll").addEventListener("click", () => send({ type: "enroll", seconds: Number($("enroll-seconds").value) }));
+  $("enroll").addEventListener("click", () => {
+    app.enrolling = true;
+    send({ type: "enroll", seconds: Number($("enroll-seconds").value) });
+  });
   $("clear-voice").addEventListener("click", () => send({ type: "prompt", example: null }));
   $("mix").addEventListener("input", (event) => setMix(event.target.value));
   $("hear-target").addEventListener("click", () => setMix(0));
@@ -632,5 +672,6 @@ window.samstream = {
   },
   saveRecording,
   state: () => ({ status: app.status, answer: app.answer, metrics: app.metrics, prompt: app.prompt,
-                  errors: app.errors, stats: app.stats }),
+                  errors: app.errors, stats: app.stats, enrollment: app.enrollment,
+                  voiceShown: ["voice-enrolled", "voice-input-value", "voice-output-value"].map((id) => $(id).textContent) }),
 };
