@@ -1,7 +1,12 @@
-"""`samstream bench embedded`: real-time factor of the embedded model's `stream_step` on one CPU thread.
+"""`samstream bench embedded`: real-time factor and latency of the default model on one CPU thread.
 
-`rtf` = compute time of the chunk steps / duration of the audio they advance, per stream (with `--sessions`
-N, one batched step advances N streams); `rtf_batch_step` = one batched step's time / one chunk's duration. Prompt encoding happens once at session start and is not counted.
+The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt
+that reaches it: "speech" (the speech expert), "man speaking" (the voice picker, when it is shipped) and "dog
+barking" (the general separator, after the expert). `rtf` = compute time of the chunk steps / duration of the
+audio they advance, per stream (with `--sessions` N, one batched step advances N streams); the headline `rtf`
+is the slowest part's. Latency: the fixed latency of a session at 16 kHz and at 48 kHz (the engine's
+resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
+`--model FILE` measures an embedded-network weights file alone, as before the composite.
 """
 
 from __future__ import annotations
@@ -9,60 +14,91 @@ from __future__ import annotations
 import argparse
 import json
 
+PROMPTS = {"expert": "speech", "voice": "man speaking", "general": "dog barking"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="embedded weights (.safetensors); default: the packaged tiny model")
+    parser.add_argument("--model", default=None, help="an embedded network's weights (.safetensors), measured alone; "
+                                                      "default: the default model, part by part")
+    parser.add_argument("--no-speech-expert", action="store_true", help="the default model without its speech expert")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio to stream per session")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument("--steps", type=int, help="sampling steps of the general separator (default: the model's)")
     parser.add_argument("--sessions", type=int, default=1, help="streams advanced together in one batched step")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
-def run(args: argparse.Namespace) -> int:
+def measure(separator, prompt_kwargs: dict, sessions: int, seconds: float, steps: int | None) -> dict:
     import time
-    from pathlib import Path
 
     import numpy as np
-    import torch
     from tqdm import tqdm
 
-    from samstream.model.embedded import WEIGHTS_DIR, load_embedded
-
-    torch.set_num_threads(args.threads)
-    path = Path(args.model) if args.model else WEIGHTS_DIR / "tiny.safetensors"
-    separator = load_embedded(path)
-    # a span prompt: the text encoder's one-off load is not part of the per-chunk cost
-    states = [separator.init_stream(spans=[("+", 0.0, 1.0)]) for _ in range(args.sessions)]
-    chunk_count = int(args.seconds * separator.sample_rate) // separator.chunk_samples
+    states = [separator.init_stream(**prompt_kwargs) for _ in range(sessions)]
+    chunk_count = int(seconds * separator.sample_rate) // separator.chunk_samples
     rng = np.random.default_rng(0)
-    chunks = (0.1 * rng.standard_normal((chunk_count, args.sessions, separator.chunk_samples))).astype(np.float32)
+    chunks = (0.1 * rng.standard_normal((chunk_count, sessions, separator.chunk_samples))).astype(np.float32)
     for chunk in chunks[:5]:  # warm-up (allocator, first-call paths)
-        separator.stream_step(states, chunk, args.steps)
+        separator.stream_step(states, chunk, steps)
     times = []
     for chunk in tqdm(chunks, desc="bench", unit="chunk", leave=False):
         start = time.perf_counter()
-        separator.stream_step(states, chunk, args.steps)
+        separator.stream_step(states, chunk, steps)
         times.append(time.perf_counter() - start)
     chunk_seconds = separator.chunk_samples / separator.sample_rate
-    params = sum(p.numel() for p in separator.model.parameters())
-    result = {
+    return {
         # per stream: the batched step's time shared by its sessions
-        "rtf": round(float(np.sum(times)) / (len(times) * chunk_seconds * args.sessions), 4),
+        "rtf": round(float(np.sum(times)) / (len(times) * chunk_seconds * sessions), 4),
         # one batched step against one chunk of audio: must stay below 1 to keep up
         "rtf_batch_step": round(float(np.mean(times)) / chunk_seconds, 4),
         "rtf_batch_step_p99": round(float(np.percentile(times, 99)) / chunk_seconds, 4),
+    }
+
+
+def session_latency_ms(processor, rate: int) -> float:
+    from samstream.stream.processor import Prompt
+    from samstream.stream.session import StreamSession
+
+    session = StreamSession(processor, rate, Prompt(spans=(("+", 0.0, 1.0),)))
+    return round(1000 * session.latency_samples / rate, 2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from samstream.model.embedded import load_embedded
+    from samstream.stream.regimes.block_causal import BlockCausalProcessor
+
+    torch.set_num_threads(args.threads)
+    if args.model:
+        separator = load_embedded(Path(args.model))
+        parts = {"network": dict(spans=[("+", 0.0, 1.0)])}
+    else:
+        from samstream.model.composite import load_default
+
+        separator = load_default(speech_expert=not args.no_speech_expert)
+        # a part that does not serve its prompt here (no voice picker shipped, no expert) is not measured
+        parts = {name: dict(prompt=text) for name, text in PROMPTS.items() if separator.plan(text)[0] == name}
+    per_part = {name: measure(separator, kwargs, args.sessions, args.seconds, args.steps)
+                for name, kwargs in parts.items()}
+    worst = max(per_part.values(), key=lambda figures: figures["rtf"])
+    processor = BlockCausalProcessor(separator)
+    result = {
+        **worst,
+        "rtf_per_part": {name: figures["rtf"] for name, figures in per_part.items()},
         "algorithmic_latency_ms": (separator.chunk_samples + separator.delay_samples) / separator.sample_rate * 1000,
-        "chunk_ms": chunk_seconds * 1000,
+        "latency_ms_at_16k": session_latency_ms(processor, 16000),
+        "latency_ms_at_48k": session_latency_ms(processor, 48000),
+        "chunk_ms": separator.chunk_samples / separator.sample_rate * 1000,
         "delay_ms": separator.delay_samples / separator.sample_rate * 1000,
-        "steps": args.steps or separator.config.steps,
+        "speech_expert": not args.model and not args.no_speech_expert,
         "sessions": args.sessions,
         "threads": args.threads,
-        "params": params,
-        "weights_mb": round(path.stat().st_size / 1e6, 2),
     }
-    print(f"RTF {result['rtf']:.3f} per stream ({args.sessions} session(s), {args.threads} thread(s), "
-          f"{result['steps']} step(s)); algorithmic latency {result['algorithmic_latency_ms']:.0f} ms; "
-          f"{params / 1e6:.2f} M parameters, {result['weights_mb']} MB")
+    print(f"RTF {result['rtf']:.3f} per stream, slowest part ({args.sessions} session(s), {args.threads} thread(s)): "
+          + ", ".join(f"{name} {rtf:.3f}" for name, rtf in result["rtf_per_part"].items())
+          + f"; latency {result['latency_ms_at_16k']:.1f} ms at 16 kHz, {result['latency_ms_at_48k']:.1f} ms at 48 kHz")
     if args.json:
         print(json.dumps(result))
     return 0
