@@ -32,14 +32,18 @@ def load_processor(model: str):
 
 
 async def start_server(model: str, port: int = 0, realtime_budget_s: float | None = None):
-    """A SeparationServer on 127.0.0.1 with the WebRTC service and the browser client; returns (server, url)."""
+    """A SeparationServer on 127.0.0.1 with the WebRTC service, the browser client and the voice meter (as
+    `samstream serve` has them); returns (server, url)."""
     from samstream.clients import browser_client_dir
     from samstream.stream.server.app import SeparationServer
     from samstream.stream.server.ops import ServerConfig
     from samstream.stream.server.webrtc import WebRTCService
+    from samstream.stream.voice_meter import with_voice_meter
 
+    processor = load_processor(model)
     options = {} if realtime_budget_s is None else {"realtime_budget_s": realtime_budget_s}
-    server = SeparationServer(load_processor(model), ServerConfig(port=port, static_dir=browser_client_dir()),
+    options = with_voice_meter(options, processor.sample_rate, 0.5)
+    server = SeparationServer(processor, ServerConfig(port=port, static_dir=browser_client_dir()),
                               model_name=model, **options)
     WebRTCService(server)
     await server.start()

@@ -1,15 +1,21 @@
 """Video-call speaker extraction: a call with audio and video over WebRTC; you pick the speaker to keep.
 
-    python demos/video_call.py --keep b -o call_out        # synthetic two-person call
+    python demos/video_call.py --keep b -o call_out        # two real readers (or TTS voices), keep B
     python demos/video_call.py --speaker-a me.wav --speaker-b you.wav --keep a -o call_out
     python demos/video_call.py --model SAM_DIR --box 0.52,0.17,0.97,0.83 --keep b -o call_out   # pick on the video
 
 The caller here is a Python WebRTC peer (aiortc) standing in for a video-call client: it sends the
-call's picture (two tiles, the one speaking lit) and its sound. Each speaker first talks alone, then
-both talk at once. When the speaker you keep has talked alone for a while, the caller sends
-"enroll this voice" (the last seconds of the call become the audio-example prompt: no text, no model
-of that voice beforehand), and from then on it hears that speaker only. The server (started here with
-the default model, or --server) returns the separated sound beside the call's video.
+call's picture (two tiles, the one speaking lit) and its sound. The speaker you keep first talks alone
+("hello, it's me"), then the other, then both at once. At the end of the kept speaker's first
+`--enroll-seconds`, the caller sends "enroll this voice": those seconds of the call become the audio-example
+prompt (no text, no model of that voice beforehand; the default model's voice picker serves it), and from
+then on it hears that speaker only. The server (started here with the default model and its voice meter, or
+--server) returns the separated sound beside the call's video, and its voice meter says, every half second,
+how like the enrolled voice the call (and what you hear) sounds.
+
+Voices: --speaker-a/--speaker-b files; otherwise real read speech from Debian's pocketsphinx test data (A: a
+man reading card names, B: a woman reading a novel; `bash install.sh test` installs them), otherwise two
+espeak-ng voices, otherwise synthetic vowel sounds (which no voice model knows: expect nothing from them).
 
 With a SAM Audio checkpoint that has its vision encoder (--model DIR), --box X0,Y0,X1,Y1 picks the speaker
 on the video instead: a box around their tile (fractions of the picture from its top-left corner; speaker A's
@@ -18,7 +24,8 @@ is up, and the kept speaker's solo span is dropped from the prompt then. The def
 prompts: without --box it enrolls the voice.
 
 Writes OUT/call.webm (what the caller saw and heard), OUT/heard.wav, OUT/mixture.wav and prints how
-close what you hear is to the kept speaker alone, against the unprocessed mixture.
+close what you hear is to the kept speaker alone while both talk (SI-SDR), against the raw call: the
+improvement the voice picker brings on this call.
 In a browser: `samstream serve`, open http://127.0.0.1:8765/?video=1, press "Enroll this voice" while
 the person you want to keep is speaking (or, with `samstream serve --model SAM_DIR`, drag a box around them
 on your camera's picture).
@@ -29,6 +36,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,9 +48,14 @@ from common import add_server_arguments, si_sdr_aligned, start_server
 
 RATE = 48000
 FPS = 15
-SOLO_S = 3.0  # each speaker alone
+SOLO_S = 3.0  # each speaker alone, the kept one first
+ENROLL_S = 2.8  # the kept speaker's first seconds become the enrollment
 TOGETHER_S = 6.0  # then both
-ENROLL_S = 2.5
+READINGS = Path("/usr/share/pocketsphinx/test/data")  # bash install.sh test
+SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
+             "It is easy to tell the depth of a well. These days a chicken leg is a rare dish.",
+             "Rice is often served in round bowls. The juice of lemons makes fine punch. The box was thrown "
+             "beside the parked truck. The hogs were fed chopped corn and garbage.")
 
 
 def synthetic_voice(seconds: float, f0: float, seed: int) -> np.ndarray:
@@ -62,20 +76,72 @@ def synthetic_voice(seconds: float, f0: float, seed: int) -> np.ndarray:
     return (0.2 * voice / (np.abs(voice).max() + 1e-9)).astype(np.float32)
 
 
-def load_voice(path: str, seconds: float) -> np.ndarray:
-    from samstream.clients.webrtc_client import read_mono_48k
-
-    audio = read_mono_48k(path)
+def fit(audio: np.ndarray, seconds: float) -> np.ndarray:
+    """`seconds` of a voice (looped when shorter), peak 0.2; the two speakers of a call are then set equally loud."""
     audio = np.resize(audio, round(seconds * RATE)) if len(audio) < seconds * RATE else audio[: round(seconds * RATE)]
     return (0.2 * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
 
 
-def call_audio(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The call's timeline: A alone, B alone, both. Returns (mixture, a's part, b's part)."""
+def load_voice(path: str | Path, seconds: float) -> np.ndarray:
+    from samstream.clients.webrtc_client import read_mono_48k
+
+    return fit(read_mono_48k(str(path)), seconds)
+
+
+def reading(folder: str, seconds: float) -> np.ndarray:
+    """One real reader of the pocketsphinx test data: their recordings one after another, 0.1 s apart."""
+    from samstream.clients.webrtc_client import read_mono_48k
+
+    gap = np.zeros(RATE // 10, np.float32)
+    return fit(np.concatenate([part for path in sorted((READINGS / folder).glob("*.wav"))
+                               for part in (read_mono_48k(str(path)), gap)]), seconds)
+
+
+def espeak(voice: str, text: str, seconds: float) -> np.ndarray:
+    import io
+
+    import soundfile as sf
+    import soxr
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "--stdout", text], capture_output=True,
+                         check=True).stdout
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return fit(soxr.resample(audio, rate, RATE).astype(np.float32), seconds)
+
+
+def voices(args: argparse.Namespace, seconds: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Speakers A and B, and where they come from."""
+    if args.speaker_a and args.speaker_b:
+        return load_voice(args.speaker_a, seconds), load_voice(args.speaker_b, seconds), "your files"
+    if (READINGS / "cards").is_dir() and (READINGS / "librivox").is_dir():
+        return reading("cards", seconds), reading("librivox", seconds), f"real read speech ({READINGS})"
+    if shutil.which("espeak-ng"):
+        return (espeak("en-us+m3", SENTENCES[0], seconds), espeak("en-us+f4", SENTENCES[1], seconds),
+                "espeak-ng voices en-us+m3 and en-us+f4")
+    return synthetic_voice(seconds, 120, 1), synthetic_voice(seconds, 210, 2), "synthetic vowels"
+
+
+def call_audio(kept: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The call's timeline: the kept speaker alone, the other alone, both. Returns (mixture, kept's part,
+    the other's part)."""
     solo, together = round(SOLO_S * RATE), round(TOGETHER_S * RATE)
-    part_a = np.concatenate([a[:solo], np.zeros(solo, np.float32), a[solo : solo + together]])
-    part_b = np.concatenate([np.zeros(solo, np.float32), b[:solo], b[solo : solo + together]])
-    return part_a + part_b, part_a, part_b
+    part_kept = np.concatenate([kept[:solo], np.zeros(solo, np.float32), kept[solo : solo + together]])
+    part_other = np.concatenate([np.zeros(solo, np.float32), other[:solo], other[solo : solo + together]])
+    return part_kept + part_other, part_kept, part_other
+
+
+def meter_summary(readings: list[dict]) -> dict:
+    """The voice meter's readings (the server's data-channel metrics), averaged by what the call held in each
+    1.6 s window: the kept speaker alone, the other alone, both."""
+    spans = {"kept_alone": (0, SOLO_S), "other_alone": (SOLO_S, 2 * SOLO_S),
+             "both": (2 * SOLO_S, 2 * SOLO_S + TOGETHER_S)}
+    summary = {}
+    for name, (start, end) in spans.items():
+        inside = [r for r in readings if start + r["window_s"] <= r["window_end_s"] <= end]
+        for side in ("input", "output"):
+            values = [r[side] for r in inside if r.get(side) is not None]
+            summary[f"{side}_{name}"] = round(float(np.mean(values)), 3) if values else None
+    return summary
 
 
 def call_video(part_a: np.ndarray, part_b: np.ndarray):
@@ -117,12 +183,12 @@ async def run(args: argparse.Namespace) -> dict:
     from samstream.stream.media import frame_to_mono
 
     seconds = 2 * SOLO_S + TOGETHER_S
-    a = load_voice(args.speaker_a, SOLO_S + TOGETHER_S) if args.speaker_a else synthetic_voice(SOLO_S + TOGETHER_S, 120, 1)
-    b = load_voice(args.speaker_b, SOLO_S + TOGETHER_S) if args.speaker_b else synthetic_voice(SOLO_S + TOGETHER_S, 210, 2)
-    mixture, part_a, part_b = call_audio(a, b)
-    keep = part_a if args.keep == "a" else part_b
-    enroll_at = SOLO_S if args.keep == "a" else 2 * SOLO_S  # the end of the kept speaker's solo
-    solo = [enroll_at - SOLO_S, enroll_at]
+    a, b, source = voices(args, SOLO_S + TOGETHER_S)
+    print(f"voices: {source}; keeping speaker {args.keep.upper()}")
+    kept_voice, other_voice = (a, b) if args.keep == "a" else (b, a)
+    mixture, keep, other = call_audio(kept_voice, other_voice)
+    part_a, part_b = (keep, other) if args.keep == "a" else (other, keep)
+    enroll_at = args.enroll_seconds  # the first seconds of the call: the kept speaker alone
     if args.box is not None:
         enroll_at = None  # the box picks the speaker: nothing to enroll
 
@@ -166,27 +232,30 @@ async def run(args: argparse.Namespace) -> dict:
 
     async with connect(url, max_size=None) as ws:
         await pc.setLocalDescription(await pc.createOffer())
-        # Until a voice is enrolled (or the box is set): the kept speaker's solo stretch as a "this sound" span.
-        await ws.send(json.dumps({"type": "webrtc_offer", "prompt": {"spans": [["+", *solo]]},
+        # Until a voice is enrolled (or the box is set): all speech.
+        await ws.send(json.dumps({"type": "webrtc_offer", "prompt": {"text": "speech"},
                                   "offer": {"type": "offer", "sdp": pc.localDescription.sdp}}))
         answer = json.loads(await ws.recv())
         if answer.get("type") != "webrtc_answer":
             sys.exit(f"the server refused the call: {answer}")
         await pc.setRemoteDescription(RTCSessionDescription(**answer["answer"]))
         await recorder.start()
-        print(f"call connected; engine latency {answer['latency_ms']:.0f} ms. Speaker A talks, then B, then both.")
+        other_name = "B" if args.keep == "a" else "A"
+        print(f"call connected; engine latency {answer['latency_ms']:.0f} ms. Speaker {args.keep.upper()} talks, "
+              f"then {other_name}, then both.")
         if args.box is not None:
             await asyncio.wait_for(channel_open.wait(), 10)
             print(f"visual prompt: the box {args.box} on the call's picture (speaker {args.keep.upper()})")
             channel.send(json.dumps({"type": "visual_mask", "box": args.box}))
-            channel.send(json.dumps({"type": "prompt", "spans": []}))  # from now on: the box only
+            channel.send(json.dumps({"type": "prompt", "text": None}))  # from now on: the box only
         started = time.monotonic()
         while audio_track.readyState == "live":
             position = audio_track.position / RATE
             if enroll_at is not None and position >= enroll_at:
-                print(f"{position:5.1f} s  enroll this voice: speaker {args.keep.upper()} (last {ENROLL_S} s)")
-                channel.send(json.dumps({"type": "enroll", "seconds": ENROLL_S}))
-                channel.send(json.dumps({"type": "prompt", "spans": []}))  # from now on: the voice example only
+                print(f"{position:5.1f} s  enroll this voice: speaker {args.keep.upper()} (the last "
+                      f"{args.enroll_seconds:g} s)")
+                channel.send(json.dumps({"type": "enroll", "seconds": args.enroll_seconds}))
+                channel.send(json.dumps({"type": "prompt", "text": None}))  # from now on: the voice example only
                 enroll_at = None
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
@@ -201,21 +270,33 @@ async def run(args: argparse.Namespace) -> dict:
     received = np.concatenate(heard) if heard else np.zeros(0, np.float32)
     sf.write(out / "heard.wav", received, RATE)
     sf.write(out / "mixture.wav", mixture, RATE)
-    # Score the stretch where both talk, once the enrolled prompt has settled (1 s in).
-    start = round((2 * SOLO_S + 1.0) * RATE)
-    scored = slice(start, round(seconds * RATE))
+    # Score the stretch where both talk (the enrollment was 3 s before it: the new prompt has settled).
+    scored = slice(round(2 * SOLO_S * RATE), round(seconds * RATE))
+    heard_db = si_sdr_aligned(received, keep, scored, answer["latency_samples"])
+    mixture_db = si_sdr_aligned(mixture, keep, scored, 0)
+    metrics = [e for e in events if e.get("type") == "metrics"]
+    readings = [m["voice"] for m in metrics if m.get("voice") and "window_end_s" in m["voice"]]
     result = {
-        "kept": args.keep, "wall_s": round(time.monotonic() - started, 1),
-        "si_sdr_heard_db": si_sdr_aligned(received, keep, scored, answer["latency_samples"]),
-        "si_sdr_mixture_db": si_sdr_aligned(mixture, keep, scored, 0),
+        "kept": args.keep, "voices": source, "wall_s": round(time.monotonic() - started, 1),
+        "si_sdr_heard_db": round(heard_db, 2), "si_sdr_mixture_db": round(mixture_db, 2),
+        "si_sdr_improvement_db": round(heard_db - mixture_db, 2),
+        "branch": next((e["understood"]["branch"] for e in reversed(events) if (e.get("understood") or {}).get("branch")), None),
+        "voice_meter": meter_summary(readings),
         "prompts": [e["prompt"] for e in events if e.get("type") == "prompt"],
         "errors": [e for e in events if e.get("type") == "error"],
         "video_frames_pushed": next((e["video_frames_pushed"] for e in reversed(events)
                                      if e.get("type") == "metrics"), 0),
         "files": [str(out / name) for name in ("call.webm", "heard.wav", "mixture.wav")],
     }
-    print(f"both talking: what you hear is {result['si_sdr_heard_db']:.1f} dB SI-SDR from speaker "
-          f"{args.keep.upper()} alone (the raw call: {result['si_sdr_mixture_db']:.1f} dB)")
+    print(f"both talking: what you hear is {heard_db:.1f} dB SI-SDR from speaker {args.keep.upper()} alone; the raw "
+          f"call {mixture_db:.1f} dB: an improvement of {heard_db - mixture_db:+.1f} dB")
+    if result["branch"] == "general":
+        print("note: the server's default model has no voice picker weights (model/weights/voice.safetensors) yet, so "
+              "its general network served the enrollment; it does not pick one voice out of two")
+    meter = result["voice_meter"]
+    if readings:
+        print("voice meter (similarity to the enrolled voice; input = the call, output = what you hear): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in meter.items() if v is not None))
     print(f"wrote {', '.join(result['files'])}")
     return result
 
@@ -238,12 +319,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="pick the speaker on the video: a box around their tile (speaker A: 0.03,0.17,0.48,0.83, "
                              "B: 0.52,0.17,0.97,0.83); needs --model DIR, a SAM Audio checkpoint with its vision "
                              "encoder (or --server running one)")
-    parser.add_argument("--speaker-a", help="speech of speaker A (any audio file); default: a synthetic voice")
-    parser.add_argument("--speaker-b", help="speech of speaker B; default: a synthetic voice")
+    parser.add_argument("--speaker-a", help="speech of speaker A (any audio file; with --speaker-b); default: real "
+                                            "read speech, else espeak-ng, else synthetic")
+    parser.add_argument("--speaker-b", help="speech of speaker B")
+    parser.add_argument("--enroll-seconds", type=float, default=ENROLL_S, metavar="S",
+                        help=f"enroll the kept speaker's first S seconds of the call (0.5-{SOLO_S:g}; default {ENROLL_S:g}: "
+                             "a margin before the other speaker starts)")
     parser.add_argument("-o", "--output", default="video_call_out", help="output folder")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     add_server_arguments(parser)
     args = parser.parse_args(argv)
+    if not 0.5 <= args.enroll_seconds <= SOLO_S:
+        parser.error(f"--enroll-seconds must lie in 0.5-{SOLO_S:g}: the kept speaker talks alone for {SOLO_S:g} s")
+    if bool(args.speaker_a) != bool(args.speaker_b):
+        parser.error("give both --speaker-a and --speaker-b, or neither")
     if args.box is not None and args.server is None and args.model == "tiny":
         parser.error("--box needs --model DIR, a SAM Audio checkpoint with its vision encoder: the default model "
                      "cannot use visual prompts (without --box the demo enrolls the voice instead)")
