@@ -125,7 +125,7 @@ def default_model():
     torch.set_num_threads(threads)
 
 
-SOLO_S, TOGETHER_S = 3.0, 7.0
+SOLO_S, TOGETHER_S = 3.0, 6.0
 
 
 def call(target: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
