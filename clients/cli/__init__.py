@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("samstream.model.training.cli_data", "fetch, index and render training data; build evaluation sets"),
     "eval": ("samstream.model.training.evaluate", "SI-SDR improvement of a model on an evaluation directory"),
     "train": ("samstream.model.training.cli_train", "train (or resume) the embedded model or the baseline"),
+    "curves": ("samstream.model.training.curves", "held-out learning curves of training runs per CPU minute (SVG + table)"),
 }
 
 
