@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, help="crop length per example")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--sisdr-weight", type=float)
+    parser.add_argument("--worse-weight", type=float,
+                        help="mask networks: weight of the calibration term that penalises estimates worse than the "
+                             "mixture itself (per dB)")
     parser.add_argument("--t0-probability", type=float, help="share of examples trained at t = 0 (1-step regime)")
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     saved = args.run / "config.json"
     values = json.loads(saved.read_text()) if saved.is_file() else {}
     overrides = {"arch": args.arch, "task": args.task, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
-                 "lr": args.lr, "sisdr_weight": args.sisdr_weight, "t0_probability": args.t0_probability,
+                 "lr": args.lr, "sisdr_weight": args.sisdr_weight,
+                 "worse_weight": args.worse_weight, "t0_probability": args.t0_probability,
                  "warmup": args.warmup, "device": args.device, "threads": args.threads, "workers": args.workers,
                  "amp": args.amp, "model": args.model_config,
                  "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,

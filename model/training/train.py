@@ -89,6 +89,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     sisdr_weight: float = 0.1  # per dB, against the x1 MSE (~1 at the start)
     t0_probability: float = 0.5
+    worse_weight: float = 0.0  # mask networks: weight of the "worse than the mixture" calibration term (per dB)
     example_probability: float = 0.25  # use the example clip as a prompt (when the example has one)
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
@@ -304,19 +305,27 @@ def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: t
         cond.speaker = None
     prompt = model.condition(cond, batch.mixture.shape[0])
     estimate = model.separate_waveform(batch.mixture, batch.anchors, prompt)
-    return waveform_loss(estimate, batch)
+    return waveform_loss(estimate, batch, config.worse_weight)
 
 
-def waveform_loss(estimate: torch.Tensor, batch: Batch):
+def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.0):
+    """-SI-SDR on rows with an audible target, + `worse_weight` x how far (dB) an estimate falls below the mixture
+    itself (a calibration term: where the network cannot find the target, passing the mixture through costs
+    nothing and guessing wrong costs twice), + 0.1 x the output energy of negative queries."""
     rows = sisdr_rows(batch.target, batch.mixture)
     score = si_sdr(estimate, batch.target)[rows]
     sisdr = score.mean() if len(score) else estimate.new_zeros(())
+    worse = estimate.new_zeros(())
+    if worse_weight and len(score):
+        with torch.no_grad():
+            floor = si_sdr(batch.mixture[rows], batch.target[rows])
+        worse = F.relu(floor - score).mean()
     # a negative query's target is silence: penalise output energy relative to the mixture
     silent = ~rows
     leak = (10 * torch.log10(estimate[silent].pow(2).sum(-1) / (batch.mixture[silent].pow(2).sum(-1) + 1e-8) + 1e-4)
             ).mean() if bool(silent.any()) else estimate.new_zeros(())
-    loss = -sisdr + 0.1 * leak
-    return loss, {"loss": loss.item(), "si_sdr": sisdr.item()}
+    loss = -sisdr + worse_weight * worse + 0.1 * leak
+    return loss, {"loss": loss.item(), "si_sdr": sisdr.item(), "worse_db": worse.item()}
 
 
 def baseline_loss(model: BaselineModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
