@@ -239,7 +239,9 @@ class StreamSession:
 
     def _note_ready(self) -> None:
         ready = self._hops_taken + self.pending_hops
-        if not self._ready_since or ready > self._ready_since[-1][0]:
+        # A hop becomes ready when the audio completing it arrives; a frame that completes none (pending 0)
+        # records nothing, or the age of the next hop would run from this frame, up to a frame too old.
+        if ready > self._hops_taken and (not self._ready_since or ready > self._ready_since[-1][0]):
             self._ready_since.append((ready, time.monotonic()))
         self.metrics.queue_depth = self.pending_hops
 

@@ -331,3 +331,16 @@ def test_preroll_is_zeros_and_a_complement_residual_keeps_the_whole_band(client_
     expected = reference(x, client_rate, "speech")[0]
     assert np.abs(target - expected).max() < 2e-5  # the target is the resampled separation, as before
     np.testing.assert_allclose(target + residual, x, atol=1e-6)  # the residual is the client's input − target
+
+
+def test_a_hop_waits_from_the_frame_that_completes_it():
+    """The degradation signal: a hop's age runs from the arrival of the audio completing it, not from an
+    earlier frame that completed none (that made every hop up to a frame older than it was)."""
+    session = StreamSession(DSPProcessor(hop=160), 16000, Prompt("owl"))
+    x = mixture(0.1, 16000)
+    session.feed(x[:100])  # completes no hop
+    time.sleep(0.05)
+    session.feed(x[100:200])  # completes the first
+    assert session.pending_hops == 1 and session.backlog_age(time.monotonic()) < 0.03
+    session.begin_hop(passthrough=False)
+    assert session.backlog_age(time.monotonic()) == 0.0
