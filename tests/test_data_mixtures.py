@@ -108,3 +108,33 @@ def test_shard_round_trip(cache, tmp_path):
     item = shard[1]
     assert torch.equal(item["mixture"], item["target"] + item["residual"])
     assert isinstance(item["prompt"], str) and isinstance(item["has_enrollment"], bool)
+
+
+def test_heavy_augmentation_keeps_the_stems_exact(cache):
+    heavy = MixtureConfig.heavy(augment=AugmentConfig.heavy(rir_bank_size=2, rir_sources=4, rir_max_seconds=0.3,
+                                                            rt60_range=(0.1, 0.3), noise_rate=0.7, device_rate=0.7,
+                                                            clip_rate=0.5))
+    generator = MixtureGenerator.from_cache(cache, "train", heavy)
+    rng = np.random.default_rng(3)
+    with_noise = 0
+    for _ in range(20):
+        ex = generator.example(rng)
+        assert np.array_equal(ex.mixture, ex.target + ex.residual) and np.isfinite(ex.mixture).all()
+        assert np.allclose(np.sum(ex.interferers, axis=0), ex.residual, atol=1e-5)
+        assert len(ex.interferers) == len(ex.interferer_classes) == len(ex.tir_db)
+        with_noise += "background noise" in ex.interferer_classes
+        assert ex.interferer_classes.count("background noise") <= 1
+    assert with_noise >= 6
+
+
+def test_classes_with_few_real_recordings_can_draw_them_less_often(tmp_path):
+    def entry(i, origin, package):
+        return {"id": f"{package}:{i}", "path": f"{i}.flac", "class": "siren", "package": package, "source": f"s/{i}",
+                "speaker": None, "duration": 8.0, "origin": origin, "split": "train"}
+    entries = [entry(0, "real", "tuxpaint")] + [entry(i, "procedural", "procedural") for i in range(1, 5)]
+    assert MixtureGenerator(entries, tmp_path, "train", MixtureConfig()).real_weight("siren") == 0.75
+    scaled = MixtureGenerator(entries, tmp_path, "train", MixtureConfig(real_files_full=16))
+    assert scaled.pool.real_files("siren") == 1 and scaled.real_weight("siren") == pytest.approx(0.75 / 4)
+    rng = np.random.default_rng(0)
+    real = np.mean([scaled.pool.draw("siren", rng, scaled.real_weight("siren"))["origin"] == "real" for _ in range(400)])
+    assert 0.1 < real < 0.3

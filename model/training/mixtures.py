@@ -25,15 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import signal
 from torch.utils.data import IterableDataset
 
-from samstream.model.training.augment import (AugmentConfig, active_rms, change_speed, load_rir_bank, random_eq,
+from samstream.model.training.augment import (AugmentConfig, active_rms, background_noise, change_speed,
+                                              device_filter, distort, level_ride, load_rir_bank, random_eq,
                                               reverberate)
 from samstream.model.classes import ALL_CLASSES, GENDERED, REQUIRED_CLASSES, family, members, overlaps
 from samstream.model.training.common import SAMPLE_RATE, DataError
 from samstream.model.class_prompts import prompts_for
 
 SPEAKER_CLASS = "speaker"  # the audio-prompted "this voice" task
+NOISE_CLASS = "background noise"  # the noise floor of heavy augmentation: always residual, never a target
 MAX_INTERFERERS = 3
 
 
@@ -47,12 +50,22 @@ class MixtureConfig:
     negative_rate: float = 0.05
     speaker_pair_rate: float = 0.05
     real_weight: float = 0.75  # chance to draw a real recording when a class has real and synthetic
+    # > 0: a class with fewer real recordings than this draws them less often (real_weight * sqrt(files /
+    # real_files_full)), so that one fire-truck recording does not stand for "siren" three times in four.
+    real_files_full: int = 0
     extra_class_weight: float = 0.5  # target-class weight of the extras (the 17 required weigh 1)
     music_full_mix_rate: float = 0.5  # "music" targets: full mix, else a sum of instrument stems
     enrollment_seconds: float = 4.0
     peak_dbfs: tuple[float, float] = (-20.0, -1.0)  # mixture peak after the common gain
     heldout_prompts: bool = False  # draw from the held-out wordings (evaluation of unseen phrasing)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: no augmentation
+
+    @classmethod
+    def heavy(cls, **overrides) -> "MixtureConfig":
+        """AugmentConfig.heavy() and a wider range of mixture levels (peaks from -35 to -1 dBFS)."""
+        values = dict(augment=AugmentConfig.heavy(), peak_dbfs=(-35.0, -1.0))
+        values.update(overrides)
+        return cls(**values)
 
     @property
     def samples(self) -> int:
@@ -124,6 +137,10 @@ class SourcePool:
             self._choices[key] = (lists, weights / weights.sum() if len(lists) else weights)
         return self._choices[key]
 
+    def real_files(self, cls: str) -> int:
+        """How many real recordings cls (with its sub-classes) has in this split."""
+        return sum(len(group) for group in self._packages(cls, True)[0])
+
     def draw(self, cls: str, rng: np.random.Generator, real_weight: float) -> dict:
         real, synthetic = self._packages(cls, True), self._packages(cls, False)
         if not real[0] and not synthetic[0]:
@@ -164,6 +181,13 @@ class MixtureGenerator:
 
         return cls(load_index(Path(cache_dir))["entries"], cache_dir, split, config)
 
+    def real_weight(self, cls: str) -> float:
+        """The chance to draw a real recording of cls (when it has real and synthetic sources)."""
+        full = self.config.real_files_full
+        if full <= 0:
+            return self.config.real_weight
+        return self.config.real_weight * min(1.0, float(np.sqrt(self.pool.real_files(cls) / full)))
+
     # ------------------------------------------------------------------ tracks
     def _augment_clip(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         aug = self.config.augment
@@ -179,7 +203,7 @@ class MixtureGenerator:
         """A [T] track of one class: a crop of a long recording, an utterance train of one speaker,
         or one to three events at random times. Returns (track, entry ids used, first entry)."""
         n = self.config.samples
-        first = entry or self.pool.draw(cls, rng, self.config.real_weight)
+        first = entry or self.pool.draw(cls, rng, self.real_weight(cls))
         clip = self._augment_clip(self.pool.read(first, rng, int(n * 1.06)), rng)
         used = [first["id"]]
         track = np.zeros(n, dtype=np.float32)
@@ -202,7 +226,7 @@ class MixtureGenerator:
         else:
             for k in range(int(rng.integers(1, 4))):
                 if k:
-                    nxt = first if rng.random() < 0.5 else self.pool.draw(cls, rng, self.config.real_weight)
+                    nxt = first if rng.random() < 0.5 else self.pool.draw(cls, rng, self.real_weight(cls))
                     used.append(nxt["id"])
                     clip = self._augment_clip(self.pool.read(nxt, rng, n), rng)
                 start = int(rng.integers(0, max(1, n - len(clip) // 2)))
@@ -210,14 +234,18 @@ class MixtureGenerator:
                 track[start:start + len(take)] += take
         aug = self.config.augment
         if aug and rng.random() < aug.eq_rate:
-            track = random_eq(track, rng, aug.eq_max_db)
+            track = random_eq(track, rng, aug.eq_max_db, aug.eq_max_sections)
+        if aug and aug.level_ride_rate > 0 and rng.random() < aug.level_ride_rate:
+            track = level_ride(track, rng, aug.level_ride_db)
+        if aug and aug.clip_rate > 0 and rng.random() < aug.clip_rate:
+            track = distort(track, rng, aug.clip_drive_db)
         return track, used, first
 
     def music_track(self, rng: np.random.Generator) -> tuple[np.ndarray, list[str], dict]:
         """"music": a full mix, or two or three instrument stems summed at random relative levels."""
         instruments = [c for c in members("music") if c != "music" and self.pool.available(c)]
         if self.pool.by_class.get("music") and (len(instruments) < 2 or rng.random() < self.config.music_full_mix_rate):
-            return self.track("music", rng, self.pool.draw("music", rng, self.config.real_weight))
+            return self.track("music", rng, self.pool.draw("music", rng, self.real_weight("music")))
         picked = rng.choice(instruments, size=min(len(instruments), int(rng.integers(2, 4))), replace=False)
         total, used, first = np.zeros(self.config.samples, dtype=np.float32), [], None
         for cls in picked:
@@ -341,6 +369,18 @@ class MixtureGenerator:
             scaled.append(wav)
             tirs.append(tir if target is not None and level > 0 else float("nan"))
         n = self.config.samples
+        if aug and aug.noise_rate > 0 and rng.random() < aug.noise_rate and reference > 0:
+            # A noise floor under everything: part of the residual, snr dB below the target (or the reference).
+            noise, kind = background_noise(rng, n)
+            snr = float(rng.uniform(*aug.noise_snr_db))
+            scaled.append(noise * (reference / active_rms(noise) / 10 ** (snr / 20)))
+            tirs.append(snr if target is not None else float("nan"))
+            parts.append((NOISE_CLASS, noise, [f"noise:{kind}"]))
+        if aug and aug.device_rate > 0 and rng.random() < aug.device_rate:
+            # Heard through one device: the same (linear) filter on every stem keeps the stems exact.
+            sos = device_filter(rng)
+            target = None if target is None else signal.sosfilt(sos, target).astype(np.float32)
+            scaled = [signal.sosfilt(sos, w).astype(np.float32) for w in scaled]
         target64 = np.zeros(n) if target is None else target.astype(np.float64)
         rest64 = np.sum(scaled, axis=0) if scaled else np.zeros(n)
         peak = float(np.abs(target64 + rest64).max())
