@@ -19,6 +19,7 @@ def _parse(argv):
 def test_subcommands_parse():
     assert _parse(["fetch", "--no-tools"]).no_tools
     assert _parse(["render", "--minutes", "2", "--only", "tts"]).only == ["tts"]
+    assert _parse(["render"]).variety == "v1" and _parse(["render", "--variety", "v2"]).variety == "v2"
     args = _parse(["build-eval", "out", "--n-per-class", "3", "--in-distribution"])
     assert (args.n_per_class, args.in_distribution, args.voice_pairs) == (3, True, 30)
 

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
     p.add_argument("--only", choices=("tts", "instruments", "procedural"), nargs="+", default=None,
                    help="render only these families")
+    p.add_argument("--variety", choices=("v1", "v2"), default="v1",
+                   help="v2: realistic-variety procedural sounds (engines, sirens, bells, rings, water) and instrument "
+                        "renders (all programs, styles, synth effects) into new folders next to v1's (default v1)")
     p.set_defaults(_data_run=_run_render)
 
     p = sub.add_parser("build-eval", help="write an evaluation set (held-out sources by default)")
@@ -125,16 +128,16 @@ def _run_render(args, cache_dir: Path) -> int:
     from samstream.model.training.index import summarize, write_index
     from samstream.model.training.render import RenderConfig, render
 
-    only = set(args.only or ("tts", "instruments", "procedural"))
+    only = set(args.only or (("instruments", "procedural") if args.variety == "v2" else ("tts", "instruments", "procedural")))
     config = RenderConfig(minutes=args.minutes, seed=args.seed, workers=args.workers, tts="tts" in only,
-                          instruments="instruments" in only, procedural="procedural" in only)
+                          instruments="instruments" in only, procedural="procedural" in only, variety=args.variety)
     entries = render(cache_dir, config)
     index = write_index(cache_dir)
     table = summarize(entries)
-    lines = [f"render: {len(entries)} stems, {sum(e['duration'] for e in entries) / 60:.1f} min -> "
+    lines = [f"render ({args.variety}): {len(entries)} stems, {sum(e['duration'] for e in entries) / 60:.1f} min -> "
              f"{cache_dir / 'stems' / '_rendered'}; index now {len(index['entries'])} stems"]
     lines += _table_lines(table)
-    _finish(args, {"cache": str(cache_dir), "rendered": len(entries), "classes": table}, lines)
+    _finish(args, {"cache": str(cache_dir), "variety": args.variety, "rendered": len(entries), "classes": table}, lines)
     return 0
 
 
