@@ -81,6 +81,7 @@ async def test_token_guards_websocket_and_metrics(processor):
                 await client.flush()
         status, _, body = await http_get(server.port, "/metrics")
         assert status == 401 and json.loads(body)["code"] == "unauthorized"
+        assert json.loads(body)["request"] == "/metrics"  # an HTTP GET, not a handshake
         assert (await http_get(server.port, "/metrics", {"Authorization": "Bearer s3cret"}))[0] == 200
         assert (await http_get(server.port, "/health"))[0] == 200  # liveness probes need no token
         assert server.metrics.errors["unauthorized"] == 3
@@ -89,10 +90,40 @@ async def test_token_guards_websocket_and_metrics(processor):
 async def test_origin_check(processor):
     async with running_server(processor, allowed_origins=("https://app.example.org",)) as server:
         assert await error_of(SeparationClient.connect(url(server), origin="http://evil.example")) == "origin_forbidden"
-        # the server's own page, an allowed origin, not a browser
-        for origin in (f"http://127.0.0.1:{server.port}", "https://app.example.org", None):
+        # another loopback server's page, or this server's name on another port, is not this server's page
+        for origin in (f"http://localhost:{server.port + 1}", "http://localhost", f"file://localhost:{server.port}"):
+            assert await error_of(SeparationClient.connect(url(server), origin=origin)) == "origin_forbidden"
+        # the server's own page (under any loopback name: it serves it there), an allowed origin, not a browser
+        for origin in (f"http://127.0.0.1:{server.port}", f"http://localhost:{server.port}",
+                       f"http://[::1]:{server.port}", "https://app.example.org", None):
             async with await SeparationClient.connect(url(server), origin=origin) as client:
                 assert (await client.start(16000, spans=SPANS))["type"] == "started"
+
+
+async def test_bytes_that_are_not_http_get_a_400(processor):
+    async with running_server(processor) as server:
+        for junk in (b"HELLO\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(junk)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:80]
+            assert b"this port speaks HTTP and WebSocket" in answer
+        assert (await http_get(server.port, "/health"))[0] == 200  # and the server serves on
+
+
+async def test_listening_addresses_and_the_page_address(processor, caplog):
+    from samstream.clients.cli.serve import listening_note
+    from samstream.stream.server.app import url_host
+
+    assert url_host("::1") == "[::1]" and url_host("127.0.0.1") == "127.0.0.1" and url_host("[::1]") == "[::1]"
+    with caplog.at_level(logging.INFO, logger="samstream.server"):
+        async with running_server(processor) as server:
+            note = listening_note(server)
+    (listening,) = [r for r in caplog.records if r.getMessage() == "listening"]
+    assert listening.fields["url"] == f"ws://127.0.0.1:{server.port}"
+    assert listening.fields["page"] == f"http://127.0.0.1:{server.port}/"
+    assert f"open http://127.0.0.1:{server.port}/ in a browser" in note
 
 
 def test_binding_beyond_loopback_needs_a_token(capsys):
@@ -105,7 +136,8 @@ def test_binding_beyond_loopback_needs_a_token(capsys):
     assert "exposes the server to the network" in capsys.readouterr().err
 
 
-async def test_port_in_use_is_a_clear_error(processor):
+async def test_port_in_use_is_a_clear_error(processor, capsys, monkeypatch):
+    from samstream.clients.cli import serve
     from samstream.stream.server.app import SeparationServer
 
     async with running_server(processor) as server:
@@ -113,6 +145,10 @@ async def test_port_in_use_is_a_clear_error(processor):
         with pytest.raises(ServerConfigError, match="cannot listen"):
             await second.start()
         await second.shutdown()
+        # `serve` says so before it loads any model
+        monkeypatch.setattr(serve, "load_processor", lambda *a, **k: pytest.fail("the model was loaded"))
+        assert await asyncio.to_thread(cli.main, ["serve", "--port", str(server.port)]) == 2
+        assert "stop the server that holds it" in capsys.readouterr().err
 
 
 def test_serve_says_when_the_model_cannot_load(capsys, monkeypatch, tmp_path):

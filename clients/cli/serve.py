@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "architecture with untrained weights: same speed, no separation; for client and "
                              "load tests)")
     parser.add_argument("--text-encoder", help="local T5 directory for SAM Audio checkpoints (or SAMSTREAM_T5_DIR)")
+    parser.add_argument("--no-speech-expert", action="store_true",
+                        help="default model: its own networks alone, without the DeepFilterNet3 speech expert")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs --token")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port, logged)")
     parser.add_argument("--token", default=os.environ.get("SAMSTREAM_TOKEN"),
@@ -33,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a client message "
                                                                         "before its connection is closed")
     parser.add_argument("--max-message-bytes", type=int, default=2**21, help="largest WebSocket message accepted")
+    parser.add_argument("--send-timeout", type=float, default=10.0,
+                        help="seconds a reply may wait for a client that does not read before it is cut off "
+                             "(default 10)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for the model (default 1: on a shared 2-core machine two threads "
                              "made a batch-1 step ~50x slower than one)")
@@ -43,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(off the audio path; 0: never, the default)")
     parser.add_argument("--quality-window", type=float, default=5.0, metavar="S",
                         help="seconds of output the live Judge score covers (default 5)")
+    parser.add_argument("--voice-meter", type=float, default=0.5, metavar="S",
+                        help="sessions with an enrolled voice: its GE2E similarity to the last 1.6 s of input and of "
+                             "output every S seconds of audio, off the audio path, in the metrics (0: off; default 0.5)")
     parser.add_argument("--span-predictor", metavar="DIR", help="PE-A-Frame directory (default: inside the model "
                                                                 "directory or $SAMSTREAM_SPAN_PREDICTOR_DIR)")
     parser.add_argument("--judge", metavar="DIR", help="SAM Audio Judge directory (default: inside the model "
@@ -65,23 +73,30 @@ def run(args: argparse.Namespace) -> int:
     from samstream.model.errors import UserFacingError
     from samstream.stream.processor import Prompt
     from samstream.clients import browser_client_dir
-    from samstream.stream.server.app import SeparationServer
+    from samstream.clients.cli import checks
+    from samstream.stream.server.app import SeparationServer, listen_socket
     from samstream.stream.server.ops import ServerConfig, configure_logging
     from samstream.stream.server.webrtc import WebRTCService
+    from samstream.stream.voice_meter import with_voice_meter
 
     configure_logging()
     log = logging.getLogger("samstream.server")
     config = ServerConfig(host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
                           allowed_origins=tuple(args.allowed_origin), static_dir=args.static or browser_client_dir(),
-                          max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout)
-    config.check()  # before loading the model: a refused setting should not cost a model load
+                          max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
+                          send_timeout_s=args.send_timeout)
+    # Before loading the model (seconds): a refused setting, an unknown model or a busy port is said at once.
+    config.check()
+    checks.model_name(args.model, extra=("random",))
     if args.ray is not None:  # the model on Ray Serve replicas, this process their front (serve_ray.py)
         from samstream.clients.cli.serve_ray import run_ray
 
         return run_ray(args, config)
+    sock = listen_socket(config.host, config.port)
     torch.set_num_threads(args.threads)
-    processor = load_processor(args.model, args.text_encoder)
+    processor = load_processor(args.model, args.text_encoder, speech_expert=not args.no_speech_expert)
     batcher_options = attach_side_models(processor, args, lambda line: log.info(line))
+    batcher_options = with_voice_meter(batcher_options, processor.sample_rate, args.voice_meter)
 
     async def serve() -> None:
         server = SeparationServer(processor, config, model_name=args.model, **batcher_options)
@@ -97,10 +112,21 @@ def run(args: argparse.Namespace) -> int:
                 log.info("warmed up", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
             except UserFacingError as error:
                 log.warning("text prompts are unavailable", extra={"fields": {"reason": str(error)}})
-        await server.run_until_signal()
+        await server.run_until_signal(sock, on_listening=lambda server: print(listening_note(server), flush=True))
 
     asyncio.run(serve())
     return 0
+
+
+def listening_note(server) -> str:
+    """What `serve` prints once it listens: where the browser client and the WebSocket are."""
+    host = server.config.host
+    page = server.url("http") + "/"
+    if host in ("0.0.0.0", "::"):  # every interface: the browser needs one of this machine's addresses
+        page = f"http://THIS-MACHINE:{server.port}/"
+    token = "?token=YOUR_TOKEN" if server.config.token is not None else ""
+    return (f"samstream serve: listening; open {page}{token} in a browser (WebSocket clients: "
+            f"{server.url('ws')}/; stop with Ctrl+C)")
 
 
 def attach_side_models(processor, args: argparse.Namespace, report) -> dict:
@@ -124,7 +150,7 @@ def attach_side_models(processor, args: argparse.Namespace, report) -> dict:
     return {"quality_monitor": QualityMonitor(side.judge(), processor.sample_rate, config)}
 
 
-def load_processor(model: str, text_encoder: str | None = None):
+def load_processor(model: str, text_encoder: str | None = None, speech_expert: bool = True):
     """The engine processor for --model, with a clear error when the default model cannot load."""
     from samstream.model.errors import ModelLoadError
 
@@ -139,7 +165,7 @@ def load_processor(model: str, text_encoder: str | None = None):
     from samstream.stream.regimes import make_processor
 
     try:
-        return make_processor(model, text_encoder)
+        return make_processor(model, text_encoder, speech_expert=speech_expert)
     except ModelLoadError as error:
         if model != "tiny":
             raise
