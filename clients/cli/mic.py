@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", help='what to extract, e.g. "man speaking"')
     parser.add_argument("--span", action="append", type=parse_span, default=[], metavar="SIGN:START-END",
                         help="time-span prompt in stream seconds: +:1.0-2.5 (this sound) or --span=-:4-5 (not this)")
+    parser.add_argument("--enroll", metavar="FILE",
+                        help="a clip (any rate) of the voice to keep: the prompt's audio example (the default model "
+                             "serves it with its voice picker where installed, else its general network)")
+    parser.add_argument("--no-speech-expert", action="store_true",
+                        help="in-process default model: its own networks alone, without the DeepFilterNet3 speech expert")
     parser.add_argument("--hear", choices=["target", "residual", "mixture"], default="target",
                         help="what the speakers play (default: target)")
     parser.add_argument("--record", metavar="FILE",
@@ -34,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
-def make_processor(model: str):
+def make_processor(model: str, speech_expert: bool = True):
     from samstream.stream.regimes import make_processor as engine_processor
 
     if model.endswith(".safetensors"):
@@ -42,20 +47,33 @@ def make_processor(model: str):
         from samstream.stream.regimes.block_causal import BlockCausalProcessor
 
         return BlockCausalProcessor(load_embedded(model))
-    return engine_processor(model)
+    return engine_processor(model, speech_expert=speech_expert)
+
+
+def read_enrollment(path, rate: int):
+    """An enrollment (audio example) clip file as float32 mono at `rate`: downmixed, resampled if need be."""
+    from samstream.model.audio import read_audio
+    from samstream.model.polyphase import polyphase_resample
+
+    clip, clip_rate = read_audio(path)
+    return polyphase_resample(clip.mean(0), clip_rate, rate)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from samstream.clients.mic import InProcessBackend, MicOptions, ServerBackend, import_sounddevice, list_devices, run_mic
+    from samstream.clients.mic import (
+        InProcessBackend, MicOptions, ServerBackend, check_devices, import_sounddevice, list_devices, run_mic,
+    )
 
     sd = import_sounddevice()
     if args.list_devices:
         print(list_devices(sd))
         return 0
-    if args.prompt is None and not args.span:
-        raise PromptError("give a prompt: --prompt TEXT and/or --span +:START-END")
+    from samstream.clients.cli import checks
+
+    if checks.prompt_text(args.prompt) is None and not args.span and args.enroll is None:
+        raise PromptError("give a prompt: --prompt TEXT, --span +:START-END and/or --enroll FILE")
     if args.seconds is not None and args.seconds <= 0:
         raise PromptError(f"--seconds must be positive, got {args.seconds}")
     options = MicOptions(
@@ -63,16 +81,27 @@ def run(args: argparse.Namespace) -> int:
         input_device=args.input, output_device=args.output, play=args.output is not None or args.record is None,
         record=args.record, hear=args.hear, meter=not args.quiet,
     )
+    if not args.server:
+        checks.model_name(args.model, extra=(".safetensors",))
+    if args.enroll:
+        checks.input_file(args.enroll)
+    check_devices(sd, options)  # before loading a model or connecting: a missing microphone is said at once
     if args.server:
-        prompt = {"text": args.prompt, "spans": [list(span) for span in args.span]}
-        backend = ServerBackend(args.server, args.rate, prompt, args.token or os.environ.get("SAMSTREAM_TOKEN"))
+        from samstream.clients.ws_client import prompt_message
+
+        example = read_enrollment(args.enroll, args.rate) if args.enroll else None
+        prompt = prompt_message(args.prompt, args.span, example, "float32")
+        backend = ServerBackend(checks.server_url(args.server), args.rate, prompt,
+                                args.token or os.environ.get("SAMSTREAM_TOKEN"))
     else:
         import torch
 
         from samstream.stream.processor import Prompt
 
         torch.set_num_threads(args.threads)
-        backend = InProcessBackend(make_processor(args.model), args.rate, Prompt(text=args.prompt, spans=tuple(args.span)))
+        processor = make_processor(args.model, not args.no_speech_expert)
+        example = read_enrollment(args.enroll, processor.sample_rate) if args.enroll else None
+        backend = InProcessBackend(processor, args.rate, Prompt(text=args.prompt, spans=tuple(args.span), example=example))
     try:
         result = run_mic(backend, options, sd)
     finally:

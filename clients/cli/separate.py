@@ -1,4 +1,9 @@
-"""`samstream separate IN --prompt TEXT [--span +:START-END ...] [--video V] [--mask M] -o DIR [--model M]`.
+"""`samstream separate IN --prompt TEXT [--span +:START-END ...] [--video V] [--mask M] [-o DIR] [--model M]`.
+
+Writes target.wav and residual.wav to separated/NAME/ (NAME: the input's file name without its extension,
+as demucs does) or to -o DIR. Arguments are checked before the model loads (clients/cli/checks.py).
+With the default model, the result equals what `samstream stream` of the same file returns, sample for
+sample (the streaming path over the whole file, resampled by the same resampler).
 
 Visual prompts (SAM Audio checkpoints with their PE-Core vision tower): `--mask` is one image (or a .npy
 array) marking the object in the video's frames; it is applied to every frame (a [frames, H, W] .npy
@@ -23,7 +28,8 @@ from samstream.model.errors import PromptError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="audio file (wav, flac, ogg, mp3, ...); multi-channel input is downmixed")
-    parser.add_argument("-o", "--output", required=True, help="directory for target.wav and residual.wav")
+    parser.add_argument("-o", "--output", help="directory for target.wav and residual.wav (default: separated/NAME/, "
+                                                "NAME being the input's file name without its extension)")
     parser.add_argument("--prompt", help='what to extract, e.g. "dog barking"')
     parser.add_argument("--span", action="append", type=parse_span, default=[], metavar="SIGN:START-END",
                         help="time-span prompt in seconds: +:3.2-4.0 (this sound) or --span=-:7-8 (not this; write it with =); repeatable")
@@ -35,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the official processor.mask_videos rule)")
     parser.add_argument("--model", default="tiny", help="'tiny' (embedded default) or a SAM Audio checkpoint directory")
     parser.add_argument("--text-encoder", help="local T5 directory for SAM Audio checkpoints (or SAMSTREAM_T5_DIR)")
+    parser.add_argument("--enroll", metavar="FILE",
+                        help="a clip of the voice (or sound) to extract: the prompt's audio example (the default "
+                             "model serves it with its voice picker where installed, else its general network)")
+    parser.add_argument("--no-speech-expert", action="store_true",
+                        help="default model: run its own networks alone, without the DeepFilterNet3 speech expert")
     parser.add_argument("--steps", type=int, help="ODE steps (default: the model's)")
     parser.add_argument("--method", choices=["midpoint", "euler"], help="ODE solver (SAM Audio default: midpoint)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
@@ -53,18 +64,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from samstream.model.audio import read_audio, write_audio
     from samstream.model.registry import load_separator
     from samstream.model.sampling import SolverConfig
     from samstream.model.separator import SAMAudioSeparator
 
+    from samstream.clients.cli import checks
+
     video = args.video or (args.input if args.mask else None)
-    if args.prompt is None and not args.span and video is None:
-        raise PromptError("give a prompt: --prompt TEXT, --span +:START-END and/or --video/--mask")
+    if checks.prompt_text(args.prompt) is None and not args.span and video is None and args.enroll is None:
+        raise PromptError("give a prompt: --prompt TEXT, --span +:START-END, --enroll FILE and/or --video/--mask")
+    if args.enroll and args.model != "tiny":
+        raise PromptError("--enroll needs the default model (--model tiny): SAM Audio takes no audio prompts")
+    checks.model_name(args.model)
+    out = checks.output_dir(args.output, checks.input_file(args.input))
+    if args.enroll:
+        checks.input_file(args.enroll)
     audio, rate = read_audio(args.input)
-    separator = load_separator(args.model, args.text_encoder)
+    enrollment = read_audio(args.enroll) if args.enroll else None
+    separator = load_separator(args.model, args.text_encoder, speech_expert=not args.no_speech_expert)
     options = {}
     if isinstance(separator, SAMAudioSeparator):
         default = separator.solver
@@ -87,10 +105,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.predict_spans or args.candidates > 1:
         raise PromptError(f"--predict-spans and --candidates need a SAM Audio checkpoint (--model DIR); the "
                           f"{args.model!r} model has no span predictor or Judge")
-    elif args.steps:
-        options = dict(steps=args.steps)
+    else:
+        options = dict(steps=args.steps) if args.steps else {}
+        if enrollment is not None:
+            options["example"] = enrollment
     result = separator.separate(audio, rate, prompt=args.prompt, spans=args.span, **options)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     write_audio(out / "target.wav", result.target, result.sample_rate)
     write_audio(out / "residual.wav", result.residual, result.sample_rate)
