@@ -69,11 +69,14 @@ class VoiceMeter(MonitorThread):
         super().__init__(config.max_pending, "samstream-voice")
         self.model_rate = model_rate
         self.config = config
-        self._encoder = encoder  # loaded on the meter's thread at its first job (a missing file is reported there)
+        self._encoder = encoder  # loaded on the meter's thread (a missing file is reported by every reading)
         context = PARTIAL_SAMPLES + N_FFT // 2  # what embed_recent reads at 16 kHz
         if model_rate != SAMPLE_RATE:  # and the margin it keeps for its resampler
             context = math.ceil((context + SAMPLE_RATE // 10) * model_rate / SAMPLE_RATE)
         self.window = context
+        if encoder is None:  # load it now, before any stream runs: loading holds the GIL for ~0.1 s at a time,
+            # which would otherwise happen at the first enrollment, beside running streams
+            self._executor.submit(self._warm_up)
 
     def tap(self, metrics: SessionMetrics, prompt: Prompt, delay_samples: int = 0) -> VoiceTap:
         return VoiceTap(self, metrics, prompt, delay_samples)
@@ -85,6 +88,12 @@ class VoiceMeter(MonitorThread):
 
             self._encoder = load_speaker_encoder()
         return self._encoder
+
+    def _warm_up(self) -> None:
+        try:
+            self.encoder.embed_recent(np.zeros(self.window, np.float32), self.model_rate)
+        except Exception as error:  # reported by every reading instead (e.g. the weights are missing)
+            log.warning("voice meter: the speaker encoder does not load: %s", error)
 
     def measure(self, tap: VoiceTap, job: dict) -> None:
         started = time.perf_counter()
