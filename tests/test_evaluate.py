@@ -13,7 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture
 def eval_dir(tmp_path):
-    """Three tone-in-noise items of two classes (one with an enrollment clip) and one silent-target item."""
+    """Three tone-in-noise items of two classes (one with an enrollment clip, one with speech said to interfere)
+    and one silent-target item."""
     rng = np.random.default_rng(0)
     t = np.arange(8000) / 16000
     for i, (cls, silent) in enumerate([("bell", False), ("bell", False), ("speaker", False), ("door", True)]):
@@ -23,7 +24,8 @@ def eval_dir(tmp_path):
         mixture = target + 0.05 * rng.standard_normal(len(t))
         sf.write(folder / "mixture.wav", mixture.astype(np.float32), 16000, subtype="FLOAT")
         sf.write(folder / "target.wav", target.astype(np.float32), 16000, subtype="FLOAT")
-        meta = {"target_class": cls, "prompts": [cls, f"a {cls}"]}
+        meta = {"target_class": cls, "prompts": [cls, f"a {cls}"],
+                "interferer_classes": ["man speaking", "engine"] if i == 0 else ["engine"]}
         if cls == "speaker":
             sf.write(folder / "enrollment.wav", target[:4000].astype(np.float32), 16000, subtype="FLOAT")
             meta["enrollment"] = "enrollment.wav"
@@ -44,6 +46,8 @@ def test_oracle_beats_mixture_and_json_has_the_keys(eval_dir, capsys):
         assert result["n"] == 3 and result["skipped_silent_targets"] == 1
         assert set(result["per_class"]) == {"bell", "speaker"}
         assert result["per_class"]["bell"]["n"] == 2
+        assert {kind: row["n"] for kind, row in result["per_interference"].items()} == {
+            "non-speech target, speech interfering": 1, "non-speech target, no speech interfering": 1}
     assert mixture["mean_si_sdri_db"] == 0.0
     assert oracle["mean_si_sdri_db"] > 5.0
     assert run_eval(capsys, eval_dir, "--model", "oracle-irm", "--limit", "1")["n"] == 1

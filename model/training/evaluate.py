@@ -38,6 +38,19 @@ class Item:
     prompt: str | None
     enrollment: np.ndarray | None
     pair_type: str | None = None  # voice-pick items: overlap-cross-gender, overlap-same-gender, turns
+    interferer_classes: tuple[str, ...] = ()
+
+    @property
+    def interference(self) -> str | None:
+        """For a non-speech target: whether speech interferes (what the speech expert can remove first)."""
+        from samstream.model.prompt_routing import SPEECH_CLASSES
+        from samstream.model.training.mixtures import SPEAKER_CLASS
+
+        if self.target_class in (*SPEECH_CLASSES, SPEAKER_CLASS):
+            return None
+        if any(cls in SPEECH_CLASSES for cls in self.interferer_classes):
+            return "non-speech target, speech interfering"
+        return "non-speech target, no speech interfering"
 
 
 def load_items(directory: Path, limit: int | None = None, per_class: int | None = None,
@@ -73,7 +86,7 @@ def load_items(directory: Path, limit: int | None = None, per_class: int | None 
         prompts = meta.get("prompts") or [None]
         prompt = prompts[min(prompt_index, len(prompts) - 1)]
         items.append(Item(folder.name, mixture.mean(0), target.mean(0), rate, meta["target_class"], prompt, enrollment,
-                          meta.get("pair_type")))
+                          meta.get("pair_type"), tuple(meta.get("interferer_classes", ()))))
     return items
 
 
@@ -303,6 +316,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
     per_class: dict[str, list[float]] = {}
     scores, skipped, nothing_to_separate = [], 0, []
     per_pair_type: dict[str, list[float]] = {}
+    per_interference: dict[str, list[float]] = {}
     for item in tqdm(items, desc="eval", unit="item", disable=not progress, file=sys.stderr):
         if float(np.sum(item.target.astype(np.float64) ** 2)) < 1e-10:
             skipped += 1
@@ -315,6 +329,8 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
         per_class.setdefault(item.target_class, []).append(improvement)
         if item.pair_type:
             per_pair_type.setdefault(item.pair_type, []).append(improvement)
+        if item.interference:
+            per_interference.setdefault(item.interference, []).append(improvement)
         scores.append(si_sdr_db(estimate, item.target))
     from samstream.model.classes import REQUIRED_CLASSES
 
@@ -333,6 +349,8 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
                       for cls, v in sorted(per_class.items())},
         "per_pair_type": {kind: {"si_sdri_db": _mean(v), "n": len(v), "share_below_0_db": _share_below_zero(v)}
                           for kind, v in sorted(per_pair_type.items())},
+        "per_interference": {kind: {"si_sdri_db": _mean(v), "n": len(v), "share_below_0_db": _share_below_zero(v)}
+                             for kind, v in sorted(per_interference.items())},
     }
 
 
@@ -379,6 +397,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
     for kind, row in result["per_pair_type"].items():
         print(f"{'voice ' + kind:>28}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
+    for kind, row in result["per_interference"].items():
+        print(f"{kind:>40}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
     print(f"{'overall':>16}: {result['mean_si_sdri_db']:+7.2f} dB SI-SDRi  (n={result['n']})")
     if args.json:
         print(json.dumps(result))
