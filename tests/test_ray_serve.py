@@ -1,18 +1,19 @@
 """Scale-out on Ray Serve (stream/cluster/, docs/scaling.md) on a real local Ray cluster bound to 127.0.0.1,
-started once for this module: two replicas of the model worker behind a samstream front. Eight WebSocket
-clients with exact sample accounting and the single-process server's outputs, sessions spread over both
-replicas, a replica removed by Serve finishing its sessions, a replica killed mid-stream ending exactly its
-sessions with the documented error while the others stay exact, and a new session afterwards."""
+started once for this module: two replicas of the model worker behind a samstream front. What of the cluster
+listens or connects beyond loopback (only each replica's inter-deployment gRPC listener, which Ray 2.60 binds to
+[::]); eight WebSocket clients with exact sample accounting and the single-process server's outputs, sessions
+spread over both replicas, a replica removed by Serve finishing its sessions, a replica killed mid-stream ending
+exactly its sessions with the documented error while the others stay exact, and a new session afterwards."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,6 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from samstream.stream.cluster import loopback
+
+# Ray reads its loopback setting once, when it is imported (stream/cluster/loopback.py): this module imports
+# ray below (and its first test before the cluster starts), so the setting goes into the environment first.
+loopback.enter_loopback_mode()
 pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: bash install.sh test installs it")
 
 from samstream.clients.ws_client import SeparationClient, ServerError  # noqa: E402
@@ -105,25 +111,54 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def listening_addresses(pids: list[int]) -> list[tuple[int, str]]:
-    """(pid, local address) of every listening TCP socket the processes hold."""
-    listening: dict[str, str] = {}  # socket inode -> address
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
+LISTEN, ESTABLISHED = "0A", "01"  # TCP states as /proc/net/tcp writes them
+
+
+def proc_address(field: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """An address of /proc/net/tcp{,6} (hex, each 32-bit word little-endian) as (IP, port); an IPv4-mapped
+    IPv6 address as its IPv4 address."""
+    host, port = field.split(":")
+    raw = bytes.fromhex(host)
+    ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip, int(port, 16)
+
+
+def tcp_sockets(pids: list[int]) -> list[tuple[int, str, tuple, tuple]]:
+    """(pid, state, local (IP, port), remote (IP, port)) of every TCP socket the processes hold."""
+    table: dict[str, tuple[str, tuple, tuple]] = {}  # socket inode -> state, local, remote
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(name).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                listening[fields[9]] = fields[1]
+            table[fields[9]] = (fields[3], proc_address(fields[1]), proc_address(fields[2]))
     found = []
     for pid in pids:
         try:
-            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:  # the process ended
             continue
-        for link in links:
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:  # closed since (e.g. the descriptor that listed /proc/self/fd)
+                continue
             match = re.fullmatch(r"socket:\[(\d+)\]", link)
-            if match and match.group(1) in listening:
-                found.append((pid, listening[match.group(1)]))
+            if match and match.group(1) in table:
+                found.append((pid, *table[match.group(1)]))
     return found
+
+
+def connections_beyond_loopback(pids: list[int]) -> list[tuple[int, tuple, tuple]]:
+    return [(pid, local, remote) for pid, state, local, remote in tcp_sockets(pids)
+            if state == ESTABLISHED and not (local[0].is_loopback and remote[0].is_loopback)]
+
+
+async def replica_pids() -> dict[str, int]:
+    """Serve replica id -> the process of that replica (each replica says it: SessionWorker.describe)."""
+    await wait_for_replicas(OPTIONS.replicas)
+    batcher = await ClusterBatcher.connect(timeout_s=120)
+    return {uid: (await batcher._rpc(uid, "describe").remote())["pid"] for uid in batcher.sessions_book().replicas()}
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -148,14 +183,35 @@ def test_the_serve_run_config_builds_the_application():
         deploy.build_app({"replica": 2})
 
 
-def test_the_cluster_listens_on_loopback_only(cluster):
-    pids = descendants(os.getpid())
-    sockets = listening_addresses([os.getpid(), *pids])
-    assert len({pid for pid, _ in sockets}) >= 4, sockets  # GCS, raylet, agents, replicas, the controller
-    # /proc writes IPv4 addresses as little-endian hex: 0100007F is 127.0.0.1 (and ::ffff:127.0.0.1 in tcp6).
-    loopback = ("0100007F:", "0000000000000000FFFF00000100007F:")
-    outside = [(pid, address) for pid, address in sockets if not address.startswith(loopback)]
-    assert not outside, f"Ray sockets beyond loopback: {outside}"
+def test_a_local_cluster_is_refused_when_ray_was_imported_without_the_loopback_setting(monkeypatch):
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, on import: too late to set it then, and samstream changes
+    nothing inside Ray, so it refuses to start a cluster that would listen on the outward address."""
+    assert "ray" in sys.modules
+    monkeypatch.delenv(loopback.CLUSTER_VAR)
+    with pytest.raises(RuntimeError, match="ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"):
+        deploy.start_local_ray(num_cpus=1)
+    assert loopback.CLUSTER_VAR not in os.environ  # nothing changed
+
+
+async def test_the_cluster_listens_on_loopback_only_but_for_serves_grpc_listener(cluster):
+    """Every listening socket of the cluster's processes (this driver, GCS, raylet, agents, workers, the Serve
+    controller, the replicas) is on loopback, except one per replica: Serve's inter-deployment gRPC server, which
+    Ray 2.60 binds to [::]:0 with no option to change it (docs/scaling.md: firewall it; samstream does not patch
+    Ray). Nothing else may listen beyond loopback, and no connection of theirs goes beyond it."""
+    replicas = await replica_pids()
+    assert len(set(replicas.values())) == OPTIONS.replicas, replicas
+    pids = [os.getpid(), *descendants(os.getpid())]
+    assert set(replicas.values()) <= set(pids), (replicas, pids)
+    listening = [(pid, local) for pid, state, local, _ in tcp_sockets(pids) if state == LISTEN]
+    assert len({pid for pid, _ in listening}) >= 4, listening  # GCS, raylet, agents, replicas, the controller
+    beyond = [(pid, local) for pid, local in listening if not local[0].is_loopback]
+    for uid, pid in replicas.items():
+        grpc = [local for owner, local in beyond if owner == pid]
+        assert len(grpc) == 1 and grpc[0][0] == ipaddress.IPv6Address("::"), \
+            f"replica {uid} (pid {pid}): expected Serve's one gRPC listener on [::], found {grpc}"
+    others = [(pid, local) for pid, local in beyond if pid not in replicas.values()]
+    assert not others, f"cluster processes listening beyond loopback: {others}"
+    assert not connections_beyond_loopback(pids)
 
 
 async def test_eight_clients_through_the_front_equal_the_single_process_server(cluster, processor):
@@ -168,6 +224,8 @@ async def test_eight_clients_through_the_front_equal_the_single_process_server(c
         metrics = await http_get(server, "/metrics")
         started = {uid: figures.sessions_started for uid, figures in server.batcher.figures.items()}
         outboxes = list(server.batcher._outboxes.values())
+        # With sessions running on every replica, every connection of the cluster's processes is still on loopback.
+        assert not connections_beyond_loopback([os.getpid(), *descendants(os.getpid())])
     # Every frame went to a replica once; under load several shared a call.
     assert sum(box.frames_sent for box in outboxes) == sum(len(frames) for frames in streams)
     assert sum(box.calls_sent for box in outboxes) <= sum(box.frames_sent for box in outboxes)

@@ -2,7 +2,7 @@
 single-process server, in one run on this machine (docs/scaling.md).
 
 For each configuration -- the single-process `samstream serve`, then `samstream serve --ray --replicas N` for
-each N of `--replicas` (each starts its own loopback-only local Ray cluster) -- it measures, with the
+each N of `--replicas` (each starts its own local Ray cluster on loopback) -- it measures, with the
 WebSocket leg of `bench e2e` (real-time clients on loopback, same definitions):
 - one stream's end-to-end latency, first sample, p50 and p95: the Ray configurations' minus the single
   process's is what the Ray hop adds;

@@ -1,6 +1,7 @@
 """`samstream serve --ray [ADDRESS]`: the live server as a transport front, the model as Ray Serve replicas.
 
-Without ADDRESS a one-machine Ray cluster is started on 127.0.0.1 only (and stopped on exit); with one
+Without ADDRESS a one-machine Ray cluster is started on 127.0.0.1 (each replica's unused Serve gRPC listener
+excepted: Ray 2.60 binds it to [::], docs/scaling.md) and stopped on exit; with one
 (`auto`, the GCS HOST:PORT, or ray://HOST:PORT) the front joins that cluster. The application `--ray-app`
 is deployed (`--replicas`, `--max-replicas`, `--threads` per replica, `--replica-gpus`,
 `--replica-sessions`) unless it runs already, e.g. from `serve run deploy/samstream-serve.yaml`: then this
@@ -40,6 +41,11 @@ def run_ray(args: argparse.Namespace, config) -> int:
     log = logging.getLogger("samstream.server")
     if args.replicas < 1 or args.replica_sessions < 1:
         raise UserFacingError("--replicas and --replica-sessions must be at least 1")
+    local = args.ray == LOCAL
+    if local:  # Ray reads the loopback settings when it is imported: set them before (stream/cluster/loopback.py)
+        from samstream.stream.cluster.loopback import enter_loopback_mode
+
+        enter_loopback_mode()
     try:
         from ray import serve  # noqa: F401
     except ImportError:
@@ -55,7 +61,6 @@ def run_ray(args: argparse.Namespace, config) -> int:
         model=args.model, replicas=args.replicas, max_replicas=args.max_replicas, threads=args.threads,
         gpus=args.replica_gpus, max_sessions=args.replica_sessions, text_encoder=args.text_encoder,
         speech_expert=not getattr(args, "no_speech_expert", False), warmup=not args.no_warmup)
-    local = args.ray == LOCAL
     if local:
         deploy.start_local_ray(num_cpus=max(os.cpu_count() or 1, args.replicas * args.threads))
     else:

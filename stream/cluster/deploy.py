@@ -1,6 +1,6 @@
-"""Ray for samstream: start a loopback-only local cluster or join one, and build or deploy the application of
-`SessionWorker` replicas (also from a `serve run` YAML file: `import_path: samstream.stream.cluster.deploy:build_app`,
-deploy/samstream-serve.yaml).
+"""Ray for samstream: start a local cluster on loopback (loopback.py) or join one, and build or deploy the
+application of `SessionWorker` replicas (also from a `serve run` YAML file:
+`import_path: samstream.stream.cluster.deploy:build_app`, deploy/samstream-serve.yaml).
 
 Serve's HTTP proxy is never started: clients reach the replicas through samstream fronts (front.py), which
 call them with deployment handles.
@@ -91,8 +91,10 @@ def build_app(args: dict[str, Any] | None = None):
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
-    """A one-machine Ray cluster whose every listening socket is on 127.0.0.1 (loopback.py: GCS, raylet,
-    workers, agents, Serve replicas), without the dashboard's web UI and without usage statistics."""
+    """A one-machine Ray cluster on 127.0.0.1 (loopback.py: GCS, raylet, workers, agents, the Serve controller;
+    each Serve replica's unused inter-deployment gRPC server alone listens on [::], which Ray 2.60 offers no
+    option to change), without the dashboard's web UI and without usage statistics. Raises RuntimeError when
+    this process imported ray before the loopback settings were in its environment."""
     enter_loopback_mode()
     import ray
 

@@ -30,7 +30,6 @@ from samstream.stream.batcher import Batcher, StreamHandle
 from samstream.stream.cluster.boundary import (
     FULL, INPUT, LOST, MODEL, PROMPT, PROMPT_FAILED, SessionInfo, Snapshot, error,
 )
-from samstream.stream.cluster.loopback import keep_replica_on_loopback
 from samstream.stream.metrics import FEWER_STEPS, PASS_THROUGH
 from samstream.stream.processor import ChunkProcessor, Prompt, StreamInputError
 
@@ -114,8 +113,6 @@ class SessionWorker:
         batcher's degradation budget (None: its default; math.inf: never degrade); `warmup`: run a text prompt
         once before serving (the first one loads the text encoder, which would stall the first sessions)."""
         self.replica = replica_name()
-        if self.replica != "local":  # in a Serve replica
-            keep_replica_on_loopback()
         if threads:
             import torch
 
