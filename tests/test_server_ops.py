@@ -100,16 +100,28 @@ async def test_origin_check(processor):
                 assert (await client.start(16000, spans=SPANS))["type"] == "started"
 
 
-async def test_bytes_that_are_not_http_get_a_400(processor):
-    async with running_server(processor) as server:
-        for junk in (b"HELLO\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"):
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(junk)
-            answer = await asyncio.wait_for(reader.read(), 10)
+async def test_bytes_that_are_not_http_close_the_connection(processor, caplog):
+    async def answer_to(junk: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(junk)
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
             writer.close()
-            assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:80]
-            assert b"this port speaks HTTP and WebSocket" in answer
-        assert (await http_get(server.port, "/health"))[0] == 200  # and the server serves on
+
+    with caplog.at_level(logging.INFO, logger="samstream.server"):
+        async with running_server(processor) as server:
+            # websockets' own behaviour: no reply, the connection is closed; the server logs it
+            for junk in (b"HELLO\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n"):
+                assert await answer_to(junk) == b""
+            assert (await answer_to(b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 414 ")
+            assert (await http_get(server.port, "/health"))[0] == 200  # and the server serves on
+            for _ in range(100):  # the log line comes once the server saw the connection close
+                if len([r for r in caplog.records if r.getMessage() == "closed without an HTTP request"]) >= 4:
+                    break
+                await asyncio.sleep(0.05)
+    refused = [r for r in caplog.records if r.getMessage() == "closed without an HTTP request"]
+    assert len(refused) == 4 and all(r.fields["remote"] == "127.0.0.1" for r in refused)
 
 
 async def test_listening_addresses_and_the_page_address(processor, caplog):

@@ -27,9 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import HeaderLineTooLong, InvalidMessage, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol
 
 from samstream.model.errors import UserFacingError
 from samstream.stream.batcher import Batcher, StreamHandle
@@ -119,7 +117,7 @@ class SeparationServer:
         # No permessage-deflate: PCM hardly compresses, and deflating every frame was the server's largest cost
         # per frame (a third of the event loop's time with 16 clients).
         self._server = await serve(
-            self._handle, sock=sock, process_request=self._process_request, create_connection=HttpAwareConnection,
+            self._handle, sock=sock, process_request=self._process_request, create_connection=self._new_connection,
             max_size=self.config.max_message_bytes, server_header=f"samstream ({PROTOCOL})", compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -195,6 +193,20 @@ class SeparationServer:
             self.connections.discard(connection)
             self.metrics.connections -= 1
             log.info("disconnected", extra={"fields": connection.log_fields})
+
+    def _new_connection(self, *args, **kwargs) -> ServerConnection:
+        """websockets' connection (`serve`'s `create_connection` hook), and a log line when it closes without an
+        HTTP request: websockets closes a connection whose bytes are not HTTP without a reply (a line that is too
+        long gets 414, too many or too long headers 431)."""
+        connection = ServerConnection(*args, **kwargs)
+
+        def closed(_) -> None:
+            if connection.request is None:
+                log.info("closed without an HTTP request", extra={"fields": {
+                    "remote": str(connection.remote_address[0]) if connection.remote_address else None}})
+
+        asyncio.ensure_future(connection.wait_closed()).add_done_callback(closed)
+        return connection
 
     # ---------------------------------------------------------------- HTTP
 
@@ -281,44 +293,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def url_host(host: str) -> str:
     """A host as it goes into a URL: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-class HttpAwareConnection(ServerConnection):
-    """websockets' connection, but bytes on the port that are not an HTTP request get `400 Bad Request`
-    (websockets closes such connections without a word)."""
-
-    def __init__(self, protocol, server, **options) -> None:
-        protocol.parser = _parse_request_or_refuse(protocol)
-        next(protocol.parser)  # nothing was received yet: the new parser starts from the first byte
-        super().__init__(protocol, server, **options)
-
-
-def _parse_request_or_refuse(protocol):
-    """websockets' ServerProtocol.parse, answering unreadable requests with an HTTP error."""
-    try:
-        request = yield from Request.parse(protocol.reader.read_line)
-    except EOFError as error:  # closed before a whole request: no one to answer
-        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
-        protocol.handshake_exc.__cause__ = error
-        protocol.send_eof()
-        protocol.parser = protocol.discard()
-        next(protocol.parser)
-        yield
-    except Exception as error:
-        protocol.handshake_exc = error
-        if isinstance(error, RequestLineTooLong):
-            status = http.HTTPStatus.REQUEST_URI_TOO_LONG
-        elif isinstance(error, (HeaderLineTooLong, TooManyHeaders)):
-            status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
-        else:
-            status = http.HTTPStatus.BAD_REQUEST
-        protocol.send_response(protocol.reject(status, (
-            f"not an HTTP request ({error}): this port speaks HTTP and WebSocket (protocol {PROTOCOL}): "
-            "GET / for the browser client, /health, /metrics, or a WebSocket handshake to /\n")))
-        yield
-    else:
-        protocol.events.append(request)
-        yield from Protocol.parse(protocol)
 
 
 def http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
