@@ -30,7 +30,7 @@ def test_round_trip_delays_follow_a_delay_that_moves():
 
 
 def test_unavailable_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(bench_browser.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(bench_browser, "installed", lambda module: False)
     assert unavailable("chromium") == "playwright is not installed: run bash install.sh test"
     assert unavailable("firefox") == "marionette-driver is not installed: run bash install.sh test"
     with pytest.raises(ValueError, match="unknown browser"):

@@ -70,16 +70,21 @@ def chromium_args(microphone: Path | None) -> list[str]:
     return args
 
 
+def installed(module: str) -> bool:
+    """Whether the Python package `module` can be imported here."""
+    return importlib.util.find_spec(module) is not None
+
+
 def unavailable(browser: str) -> str | None:
     """Why `browser` cannot run here, saying what to install; None when it can."""
     if browser == "chromium":
-        if importlib.util.find_spec("playwright") is None:
+        if not installed("playwright"):
             return "playwright is not installed: run bash install.sh test"
         if not CHROMIUM.is_file():
             return f"{CHROMIUM} is missing (Debian's chromium): run bash install.sh test"
         return None
     if browser == "firefox":
-        if importlib.util.find_spec("marionette_driver") is None:
+        if not installed("marionette_driver"):
             return "marionette-driver is not installed: run bash install.sh test"
         if not FIREFOX.is_file():
             return f"{FIREFOX} is missing (Debian's firefox-esr): run bash install.sh test"
