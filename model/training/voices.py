@@ -6,8 +6,8 @@ Each example is speech of a target speaker and an interfering speaker, laid out 
 - "turns": they take turns, hardly overlapping;
 - "alone": only the target speaks;
 - "absent": only the other speaker does (the target is silence: the picker must output nothing).
-A little non-speech sound is added at -35..-15 dB, standing in for what the speech expert leaves in front of the
-picker, and some examples are placed in a room.
+A little non-speech sound is added at -35..-15 dB and some examples are placed in a room. (The default model runs
+the picker on the mixture, beside the speech expert: on the expert's output it scored 2 dB worse, docs/model_card.md.)
 
 Speakers multiply: every draw plays a speaker at one speed factor (pitch and formants move together), the same
 for its utterances in the mixture and in its enrollment clip, so a voice and its speed-shifted copy are different
