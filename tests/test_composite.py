@@ -5,7 +5,7 @@ import pytest
 
 from fixtures.real_audio import at_snr, real_sounds, real_speech
 from fixtures.signals import si_sdr
-from samstream.model.composite import EXPERT, GENERAL, load_default
+from samstream.model.composite import EXPERT, GENERAL, VOICE, load_default
 from samstream.stream.processor import Prompt
 from samstream.stream.regimes.block_causal import BlockCausalProcessor
 from samstream.stream.session import StreamSession
@@ -57,6 +57,18 @@ def test_a_speech_prompt_isolates_real_speech_from_real_sounds(model, speech_in_
     assert model.plan("the person talking")[0] == EXPERT and model.plan("dog barking")[0] == GENERAL
     target = model.separate(mixture, 16000, "the person talking").target
     assert si_sdr(target, speech) - si_sdr(mixture, speech) > 8.0
+
+
+def test_enrollments_go_to_the_voice_picker_and_gender_wordings_to_the_expert(model):
+    """The shipped routing, as measured (docs/model_card.md, "Voice picker"): an enrollment clip, alone or with
+    speech wording, picks a voice; a gender's wording alone stays with the expert; an example beside a non-speech
+    class is the general separator's audio-example prompt."""
+    clip = (real_speech(3.0), 16000)
+    assert model.voice is not None  # model/weights/voice.safetensors is packaged
+    assert model.plan(None, example=clip)[0] == VOICE
+    assert model.plan("woman speaking", example=clip)[0] == VOICE
+    assert model.plan("man speaking")[0] == EXPERT and model.plan("a lady talking")[0] == EXPERT
+    assert model.plan("dog barking", example=clip)[0] == GENERAL
 
 
 def test_input_level_from_minus_60_to_0_dbfs_separates_alike(model, speech_in_sounds):
