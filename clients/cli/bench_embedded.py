@@ -1,11 +1,11 @@
 """`samstream bench embedded`: real-time factor and latency of the default model on one CPU thread.
 
-The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt
-that reaches it: "speech" (the speech expert), an enrollment clip (the voice picker; 3 s of noise: the cost does
-not depend on the voice) and "dog barking" (the general separator, after the expert). `rtf` = compute time of the chunk steps / duration of the
-audio they advance, per stream (with `--sessions` N, one batched step advances N streams); the headline `rtf`
-is the slowest part's. Latency: the fixed latency of a session at 16 kHz and at 48 kHz (the engine's
-resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
+The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt that
+reaches it: "speech" (the speech expert), an enrollment clip (the voice picker; 3 s of noise: the cost does not
+depend on the voice) and "dog barking" (the general separator, after the expert). `rtf` = compute time of the chunk
+steps / duration of the audio they advance, per stream (with `--sessions` N, one batched step advances N streams);
+the headline `rtf` is the slowest part's. Latency: the fixed latency of a session at 16 kHz and at 48 kHz (the
+engine's resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
 `--model FILE` measures an embedded-network weights file alone, as before the composite.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+
 
 def part_prompts(rate: int) -> dict:
     """One prompt per part of the default model, as `init_stream` keyword arguments."""
