@@ -5,7 +5,7 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip;
-- the general separator (model/embedded.py): any text, span or audio-example prompt.
+- the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate;
