@@ -157,7 +157,8 @@ class CompositeSeparator:
         if branch == GENERAL:
             return self.general.init_stream(self.general_text(route, prompt), spans, example)
         if branch == VOICE:
-            # The picker's prompt: the enrollment clip's speaker embedding and/or the gender's canonical wording.
+            # The picker's prompt: the enrollment clip's speaker embedding, and the gender's canonical wording when
+            # the text beside the clip names one.
             text = canonical(route.target_class) if route.gender else None
             return self.voice.init_stream(text, speaker=self.speaker_embedding(example))
         return None
