@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from samstream.model.training.train import (TrainConfig, TrainingExample, build_model, embedded_loss, make_batch,
-                                            si_sdr, train)
+from samstream.model.training.train import (TrainConfig, TrainingExample, below_mixture_db, build_model,
+                                            embedded_loss, make_batch, si_sdr, train)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,6 +33,33 @@ def test_si_sdr_is_scale_invariant_and_perfect_for_the_reference():
     assert torch.all(si_sdr(3 * x, x) > 70)
     assert torch.allclose(si_sdr(x + 0.1 * torch.randn(2, 1000), x), si_sdr(5 * x + 0.5 * torch.randn(2, 1000), x),
                           atol=1.5)
+
+
+def test_the_calibration_term_counts_only_the_db_an_estimate_falls_below_the_mixture():
+    g = torch.Generator().manual_seed(0)
+    target, noise = torch.randn(2, 4000, generator=g), torch.randn(2, 4000, generator=g)
+    mixture = target + noise  # about 0 dB
+    better, worse = target + 0.1 * noise, target + 3 * noise
+    floor = si_sdr(mixture, target)
+    assert float(below_mixture_db(si_sdr(better, target), mixture, target, 1.0)) == 0.0
+    gap = below_mixture_db(si_sdr(worse, target), mixture, target, 1.0)
+    assert float(gap) == pytest.approx(float((floor - si_sdr(worse, target)).mean()), abs=1e-4)
+    assert float(gap) > 5
+    assert float(below_mixture_db(si_sdr(worse, target), mixture, target, 0.0)) == 0.0
+
+
+def test_the_dit_objective_adds_the_calibration_term_when_weighted():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    plain = TrainConfig(arch="embedded", batch_size=4, seconds=0.5, model=TINY)
+    calibrated = TrainConfig(arch="embedded", batch_size=4, seconds=0.5, model=TINY, worse_weight=0.5)
+    model = build_model(plain)
+    batch = make_batch([ToneInNoise().sample(rng) for _ in range(4)], VECTORS, plain, 8192, model.config.hop, rng)
+    with torch.no_grad():
+        loss0, info0 = embedded_loss(model, batch, plain, torch.Generator().manual_seed(1))
+        loss1, info1 = embedded_loss(model, batch, calibrated, torch.Generator().manual_seed(1))
+    assert info0["worse_db"] == 0.0 and info1["worse_db"] > 0  # an untrained network is worse than the mixture
+    assert float(loss1 - loss0) == pytest.approx(0.5 * info1["worse_db"], rel=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["embedded", "baseline"])

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--sisdr-weight", type=float)
     parser.add_argument("--worse-weight", type=float,
-                        help="mask networks: weight of the calibration term that penalises estimates worse than the "
+                        help="weight of the calibration term that penalises estimates worse than the "
                              "mixture itself (per dB)")
     parser.add_argument("--t0-probability", type=float, help="share of examples trained at t = 0 (1-step regime)")
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")

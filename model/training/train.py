@@ -89,7 +89,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     sisdr_weight: float = 0.1  # per dB, against the x1 MSE (~1 at the start)
     t0_probability: float = 0.5
-    worse_weight: float = 0.0  # mask networks: weight of the "worse than the mixture" calibration term (per dB)
+    worse_weight: float = 0.0  # weight of the "worse than the mixture" calibration term (per dB)
     example_probability: float = 0.25  # use the example clip as a prompt (when the example has one)
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
@@ -249,6 +249,16 @@ def sisdr_rows(target: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
     return target.pow(2).sum(-1) > 1e-4 * mixture.pow(2).sum(-1) + 1e-8
 
 
+def below_mixture_db(score: torch.Tensor, mixture: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
+    """Mean dB by which estimates (their SI-SDR `score`) fall below passing the mixture through: the calibration
+    term (0 when its weight is 0, so the default objective costs nothing extra)."""
+    if not weight or not len(score):
+        return score.new_zeros(())
+    with torch.no_grad():
+        floor = si_sdr(mixture, target)
+    return F.relu(floor - score).mean()
+
+
 def embedded_loss(model: EmbeddedModel, batch: Batch, config: TrainConfig, generator: torch.Generator):
     c = model.config
     device = batch.mixture.device
@@ -290,8 +300,9 @@ def embedded_loss(model: EmbeddedModel, batch: Batch, config: TrainConfig, gener
     rows = sisdr_rows(reference, batch.mixture[:, : samples - c.hop])
     score = si_sdr(wav, reference)[rows]
     sisdr = score.mean() if len(score) else wav.new_zeros(())
-    loss = flow - config.sisdr_weight * sisdr
-    return loss, {"loss": loss.item(), "flow": flow.item(), "si_sdr": sisdr.item()}
+    worse = below_mixture_db(score, batch.mixture[:, : samples - c.hop][rows], reference[rows], config.worse_weight)
+    loss = flow - config.sisdr_weight * sisdr + config.worse_weight * worse
+    return loss, {"loss": loss.item(), "flow": flow.item(), "si_sdr": sisdr.item(), "worse_db": worse.item()}
 
 
 def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: torch.Generator):
@@ -315,11 +326,7 @@ def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.
     rows = sisdr_rows(batch.target, batch.mixture)
     score = si_sdr(estimate, batch.target)[rows]
     sisdr = score.mean() if len(score) else estimate.new_zeros(())
-    worse = estimate.new_zeros(())
-    if worse_weight and len(score):
-        with torch.no_grad():
-            floor = si_sdr(batch.mixture[rows], batch.target[rows])
-        worse = F.relu(floor - score).mean()
+    worse = below_mixture_db(score, batch.mixture[rows], batch.target[rows], worse_weight)
     # a negative query's target is silence: penalise output energy relative to the mixture
     silent = ~rows
     leak = (10 * torch.log10(estimate[silent].pow(2).sum(-1) / (batch.mixture[silent].pow(2).sum(-1) + 1e-8) + 1e-4)
