@@ -42,6 +42,15 @@ def evaluate_snapshot(path: Path, directory: Path, per_class: int, composite: bo
     return result
 
 
+def share_below_zero(result: dict) -> float:
+    """Share of the required classes' items an evaluation made worse than the mixture (calibration)."""
+    from samstream.model.classes import REQUIRED_CLASSES
+
+    classes = [v for name, v in result["per_class"].items() if name in REQUIRED_CLASSES]
+    items = sum(v["n"] for v in classes)
+    return round(sum(v["share_below_0_db"] * v["n"] for v in classes) / items, 3) if items else float("nan")
+
+
 def svg(curves: dict[str, list[tuple[float, float]]], title: str) -> str:
     """A line chart: x = CPU minutes, y = dB; one line per run."""
     width, height, left, right, top, bottom = 640, 360, 56, 150, 30, 40
@@ -84,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", type=Path, required=True, help="evaluation directory (held-out sources)")
     parser.add_argument("--per-class", type=int, default=5, help="items per required class (default 5)")
     parser.add_argument("--composite", action="store_true", help="evaluate inside the default model")
+    parser.add_argument("--max-cpu-minutes", type=float,
+                        help="only the snapshots up to this much CPU time (candidates compared at one budget)")
     parser.add_argument("--svg", type=Path, help="write the chart here (e.g. docs/learning_curves.svg)")
     parser.add_argument("--title", default="Held-out learning curves (17 required classes)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -94,11 +105,16 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for run_dir in args.runs:
         for minutes, step, path in snapshots(run_dir):
+            if args.max_cpu_minutes is not None and minutes > args.max_cpu_minutes:
+                continue
             result = evaluate_snapshot(path, args.eval, args.per_class, args.composite)
             score = result["mean_si_sdri_required_classes_db"]
+            below = share_below_zero(result)
             curves.setdefault(run_dir.name, []).append((minutes, score))
-            rows.append({"run": run_dir.name, "cpu_minutes": minutes, "step": step, "db": score})
-            print(f"{run_dir.name:>24} {minutes:5d} CPU-min  step {step:6d}  {score:+6.2f} dB")
+            rows.append({"run": run_dir.name, "cpu_minutes": minutes, "step": step, "db": score,
+                         "share_below_0_db": below})
+            print(f"{run_dir.name:>24} {minutes:5d} CPU-min  step {step:6d}  {score:+6.2f} dB  "
+                  f"{100 * below:3.0f} % of items below the mixture")
     if args.svg:
         args.svg.write_text(svg(curves, args.title))
         print(f"wrote {args.svg}")
