@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+from samstream.model.training.evaluate import add_threads_argument
+
 SNAPSHOT = re.compile(r"cpu(\d+)min-step(\d+)\.safetensors$")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
@@ -97,10 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only the snapshots up to this much CPU time (candidates compared at one budget)")
     parser.add_argument("--svg", type=Path, help="write the chart here (e.g. docs/learning_curves.svg)")
     parser.add_argument("--title", default="Held-out learning curves (17 required classes)")
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
     curves: dict[str, list[tuple[float, float]]] = {}
     rows = []
     for run_dir in args.runs:

@@ -383,10 +383,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out wordings after it)")
     parser.add_argument("--classes", type=lambda text: set(text.split(",")),
                         help='only these target classes, comma-separated (e.g. "speech,man speaking")')
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: evaluations here run beside training, and two of them "
+                             "at torch's default of one thread per core ran about 20x slower per item than at one thread each)")
+
+
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
     items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
     result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
                                             not args.no_speech_expert))
