@@ -46,9 +46,9 @@ class VoiceConfig:
     eq_rate: float = 0.3
     gender_prompt_rate: float = 0.5  # of pairs of known, different genders
     peak_dbfs: tuple[float, float] = (-20.0, -1.0)
-    # A stream often starts with digital silence (the default model's own delay line, a call's first packets).
-    # Without it in training the picker took a silent start for the sign of a turn-taking call (the only layout
-    # that began silent): 724 leading zeros cost 2.8 dB on an overlapped held-out pair (docs/model_card.md).
+    # A stream often starts with digital silence (a call's first packets; the default model's delay line did, until
+    # the picker was moved in front of it). Every layout but turn-taking started with sound, and 724 leading zeros
+    # cost the picker 2.7 dB on the 40 held-out overlapped pairs (docs/model_card.md, "Voice picker").
     lead_silence_rate: float = 0.3
     lead_silence_seconds: tuple[float, float] = (0.01, 1.0)
 
