@@ -3,12 +3,15 @@
 Parts (docs/model_card.md says which serves what, and why, by measurement):
 - level normalisation (model/level.py): every stream is heard at one working level; the output is scaled back;
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
+- the speech refiner (model/masknet.py with the expert's estimate as an input): corrects the expert's estimate for
+  the speech classes (what it keeps of other sound, which voice "man speaking" / "woman speaking" means);
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip;
 - the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
-- "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate;
+- "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
+  refined by the speech refiner (prompted with the class's canonical wording) when one is shipped;
 - "voice": an enrollment clip (alone or with speech wording): the voice picker on the mixture (beside the expert:
   measured better than on the expert's estimate), as it arrives (not delayed like the other branches: see Timing);
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
@@ -103,17 +106,19 @@ class CompositeState:
 class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
-    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True) -> None:
+    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None) -> None:
         self.general = general
-        self.voice = voice if speech_expert else None  # the picker works on the expert's speech estimate
+        self.voice = voice if speech_expert else None
+        self.refiner = refiner if speech_expert else None  # it refines the expert's estimate: nothing without one
         self.sample_rate = general.sample_rate
         self.chunk_samples = general.chunk_samples
         self.config = general.config
         self.uses_speech_expert = speech_expert
         self.level = LevelNormalizer()
         self.router = PromptRouter(general.text_vectors)
-        if voice is not None and voice.chunk_samples != self.chunk_samples:
-            raise ValueError("the voice picker and the general separator must step the same hop")
+        for part in (voice, refiner):
+            if part is not None and part.chunk_samples != self.chunk_samples:
+                raise ValueError("the voice picker, the speech refiner and the general separator must step the same hop")
         if speech_expert:
             from samstream.model.speech_expert import expert_delay, state_pool
 
@@ -122,7 +127,8 @@ class CompositeSeparator:
         else:
             self._pool = None
             self.expert_delay = 0
-        self.branch_delays = {EXPERT: 0, GENERAL: general.delay_samples}
+        self.branch_delays = {EXPERT: self.refiner.delay_samples if self.refiner is not None else 0,
+                              GENERAL: general.delay_samples}
         if self.voice is not None:
             self.branch_delays[VOICE] = self.voice.delay_samples
         self.delay_samples = self.expert_delay + max(self.branch_delays.values())
@@ -164,6 +170,8 @@ class CompositeSeparator:
             # the text beside the clip names one.
             text = canonical(route.target_class) if route.gender else None
             return self.voice.init_stream(text, speaker=self.speaker_embedding(example))
+        if self.refiner is not None:
+            return self.refiner.init_stream(canonical(route.target_class))
         return None
 
     def speaker_embedding(self, example) -> np.ndarray | None:
@@ -234,7 +242,7 @@ class CompositeSeparator:
         # the same network scored +1.1 dB on the mixture and -0.9 dB on the expert's speech estimate, whose
         # artefacts it was not trained on (docs/model_card.md, "Voice picker"); and it hears it undelayed.
         if state.branch == EXPERT:
-            return speech
+            return speech if state.branch_state is None else np.stack([mixture, speech])  # the refiner hears both
         if state.branch == VOICE:
             return normalized
         if speech is not None and state.route.remove_speech:
@@ -244,8 +252,11 @@ class CompositeSeparator:
     def _run_branch(self, states: list[CompositeState], inputs: list[np.ndarray], steps: int | None) -> np.ndarray:
         """One hop of each state's branch (all states on the same branch) -> aligned targets [N, hop]."""
         branch = states[0].branch
-        if branch == EXPERT:
+        if branch == EXPERT and states[0].branch_state is None:
             out = np.stack(inputs)
+        elif branch == EXPERT:
+            both = np.stack(inputs)
+            out = self.refiner.stream_step([s.branch_state for s in states], both[:, 0], expert=both[:, 1])[:, 0]
         elif branch == VOICE:
             out = self.voice.stream_step([s.branch_state for s in states], np.stack(inputs))[:, 0]
         else:
@@ -335,14 +346,16 @@ class CompositeSeparator:
 
 
 def load_default(speech_expert: bool = True) -> CompositeSeparator:
-    """The packaged default model: the general separator's and the voice picker's weights from model/weights/
-    (the picker when it is shipped), with the speech expert unless `speech_expert` is False."""
+    """The packaged default model: the general separator's, the voice picker's and the speech refiner's weights
+    from model/weights/ (each network when it is shipped), with the speech expert unless `speech_expert` is False."""
     from samstream.model.embedded import WEIGHTS_DIR, load_embedded
 
     general = load_embedded()
-    voice, path = None, WEIGHTS_DIR / "voice.safetensors"
-    if speech_expert and path.is_file():
-        from samstream.model.masknet import MaskNetSeparator, load_masknet
+    parts = {}
+    for name in ("voice", "speech"):
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        if speech_expert and path.is_file():
+            from samstream.model.masknet import MaskNetSeparator, load_masknet
 
-        voice = MaskNetSeparator(load_masknet(path), general.text_vectors)
-    return CompositeSeparator(general, voice, speech_expert)
+            parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
+    return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"))

@@ -6,6 +6,11 @@ conditioned by FiLM on one prompt vector: the sum of projections of what the pro
 vector, a GE2E speaker embedding, a learned audio-example encoding) or a learned null vector. Span prompts add
 SAM-style anchor embeddings (<null>/+/-) to the frames. Trained with -SI-SDR of the waveform (model/training).
 
+With `expert_input` the network is the speech refiner: it also hears the speech expert's estimate of the mixture
+(model/speech_expert.py) and outputs g * estimate + h * mixture per bin, g in [0, 1.2] and h in [0, 1]; at
+initialisation g = 1 and h = 0.05, so it starts as the expert and learns only what the expert gets wrong (what it
+keeps of non-speech sound, what it wipes of speech, which voice a gendered prompt asks for).
+
 Two bodies:
 - "fullband": causal conv over frames, then GRU layers across the whole spectrum (one vector per frame);
 - "bandsplit": the spectrum cut into bands (narrow at low frequencies), one vector per band and frame; each layer
@@ -20,6 +25,7 @@ equals the offline run up to float rounding, at a fixed delay of (n_fft − hop)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
@@ -55,6 +61,7 @@ class MaskNetConfig:
     speaker_dim: int = 0  # GE2E speaker embeddings (256); 0 = none
     example: bool = True  # a learned encoder of audio-example prompts ("this sound")
     anchors: bool = True  # span prompts
+    expert_input: bool = False  # the speech refiner (fullband body only): also hears the speech expert's estimate
 
     @classmethod
     def from_dict(cls, values: dict) -> "MaskNetConfig":
@@ -144,14 +151,21 @@ class FullbandBody(nn.Module):
     def __init__(self, c: MaskNetConfig):
         super().__init__()
         self.kernel = c.kernel
-        self.conv = nn.Conv1d(c.bins * (1 + c.lookahead_frames), c.hidden, c.kernel)
+        inputs = c.bins * (1 + c.lookahead_frames) * (2 if c.expert_input else 1)
+        self.conv = nn.Conv1d(inputs, c.hidden, c.kernel)
         self.grus = nn.ModuleList(nn.GRU(c.hidden, c.hidden, batch_first=True) for _ in range(c.layers))
         self.films = nn.ModuleList(FiLM(c.cond_dim, c.hidden) for _ in range(c.layers + 1))
         self.anchor_proj = nn.Linear(c.cond_dim, c.hidden, bias=False)
-        self.out = nn.Linear(c.hidden, c.bins)
+        self.out = nn.Linear(c.hidden, c.bins * (2 if c.expert_input else 1))
+        if c.expert_input:  # start as the expert: g = 1 (1.2 * sigmoid(1.609)), h = 0.047 (sigmoid(-3))
+            nn.init.zeros_(self.out.weight)
+            with torch.no_grad():
+                self.out.bias[: c.bins] = math.log(5.0)
+                self.out.bias[c.bins :] = -3.0
 
     def forward(self, features, anchors, cond, state=None):
-        """features [B,T,F] (with look-ahead), anchors [B,T,cond_dim] -> mask [B,T,bins], new state."""
+        """features [B,T,F] (with look-ahead), anchors [B,T,cond_dim] -> mask logits [B,T,bins] (x 2 with the expert's
+        estimate as an input), new state."""
         history = state["conv"] if state is not None else features.new_zeros(features.shape[0], self.kernel - 1,
                                                                              features.shape[-1])
         joined = torch.cat([history, features], dim=1)
@@ -164,7 +178,7 @@ class FullbandBody(nn.Module):
             h = film(h + y, cond)
             hiddens.append(hn)
         new_state = {"conv": joined[:, joined.shape[1] - (self.kernel - 1):], "gru": hiddens}
-        return torch.sigmoid(self.out(h)), new_state
+        return self.out(h), new_state
 
 
 class BandsplitBody(nn.Module):
@@ -218,7 +232,7 @@ class BandsplitBody(nn.Module):
             h = self.films[index + 1](h + y.reshape(batch, frames, count, -1), cond)
         hidden = F.silu(torch.einsum("btkd,kde->btke", h, self.out_hidden) + self.out_hidden_bias)
         grid = torch.einsum("btke,kew->btkw", hidden, self.out_weight) + self.out_bias
-        return torch.sigmoid(grid.reshape(batch, frames, -1)[..., self.grid_to_bins]), {"gru": hiddens}
+        return grid.reshape(batch, frames, -1)[..., self.grid_to_bins], {"gru": hiddens}
 
 
 class MaskNet(nn.Module):
@@ -230,6 +244,8 @@ class MaskNet(nn.Module):
         self.speaker_proj = nn.Linear(c.speaker_dim, c.cond_dim) if c.speaker_dim else None
         self.example_encoder = ExampleEncoder(c.bins, c.cond_dim) if c.example else None
         self.anchor_embed = nn.Embedding(4, c.cond_dim, padding_idx=PAD) if c.anchors else None
+        if c.expert_input and c.body != "fullband":
+            raise ModelLoadError("only the fullband body takes the speech expert's estimate as an input")
         if c.body == "fullband":
             self.body = FullbandBody(c)
         elif c.body == "bandsplit":
@@ -257,24 +273,40 @@ class MaskNet(nn.Module):
             return anchors.new_zeros(*anchors.shape, self.config.cond_dim, dtype=torch.float32)
         return self.anchor_embed(anchors)
 
-    def mask(self, spectra: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor, state=None):
-        """spectra [B, T + lookahead, bins] complex, anchors [B,T], prompt [B,cond_dim] -> mask [B,T,bins], state."""
-        features = with_lookahead(log_magnitude(spectra), self.config.lookahead_frames)
-        return self.body(features, self.anchor_vectors(anchors), prompt, state)
+    def estimate(self, spectra: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor, state=None,
+                 expert_spectra: torch.Tensor | None = None):
+        """spectra [B, T + lookahead, bins] complex, anchors [B,T], prompt [B,cond_dim] (and, for the refiner, the
+        expert estimate's spectra, framed alike) -> the target's spectra [B,T,bins], state."""
+        features = log_magnitude(spectra)
+        if self.config.expert_input:
+            if expert_spectra is None:
+                raise PromptError("the speech refiner needs the speech expert's estimate beside the mixture")
+            features = torch.cat([features, log_magnitude(expert_spectra)], dim=-1)
+        features = with_lookahead(features, self.config.lookahead_frames)
+        logits, state = self.body(features, self.anchor_vectors(anchors), prompt, state)
+        frames = logits.shape[1]
+        if not self.config.expert_input:
+            return spectra[:, :frames] * torch.sigmoid(logits), state
+        keep, add = logits.chunk(2, dim=-1)
+        return (1.2 * torch.sigmoid(keep) * expert_spectra[:, :frames]
+                + torch.sigmoid(add) * spectra[:, :frames]), state
 
-    def separate_waveform(self, wav: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
-        """Training / offline form: [B,S] mixtures, anchors [B,T] (T = S // hop frames), prompt [B,cond_dim] ->
-        [B,S] target estimates, aligned with the input."""
+    def separate_waveform(self, wav: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor,
+                          expert: torch.Tensor | None = None) -> torch.Tensor:
+        """Training / offline form: [B,S] mixtures, anchors [B,T] (T = S // hop frames), prompt [B,cond_dim] (and
+        [B,S] expert estimates, aligned with the mixtures, for the refiner) -> [B,S] target estimates, aligned with
+        the input."""
         c = self.config
         count, samples = wav.shape
         overlap = c.n_fft - c.hop
         frames = -(-(samples + overlap) // c.hop)
-        padded = F.pad(wav, (overlap, (frames + c.lookahead_frames - 1) * c.hop + c.n_fft - overlap - samples))
-        spectra = analysis_frames(padded, c.n_fft, c.hop)
+        pad = (overlap, (frames + c.lookahead_frames - 1) * c.hop + c.n_fft - overlap - samples)
+        spectra = analysis_frames(F.pad(wav, pad), c.n_fft, c.hop)
+        expert_spectra = analysis_frames(F.pad(expert, pad), c.n_fft, c.hop) if expert is not None else None
         if anchors.shape[1] < frames:
             anchors = F.pad(anchors, (0, frames - anchors.shape[1]), value=NULL)
-        mask, _ = self.mask(spectra, anchors[:, :frames], prompt)
-        out = overlap_add(synthesis_frames(spectra[:, :frames] * mask, c.n_fft), c.hop)
+        target, _ = self.estimate(spectra, anchors[:, :frames], prompt, expert_spectra=expert_spectra)
+        out = overlap_add(synthesis_frames(target, c.n_fft), c.hop)
         return out[:, overlap : overlap + samples]
 
 
@@ -295,6 +327,7 @@ class MaskNetState:
     network: dict | None = None  # the body's recurrent / convolution state, batch of 1
     next_frame: int = 0
     mixture_delay: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    expert_stft: StftStream | None = None  # the speech refiner's: the expert estimate's frames
 
 
 class MaskNetSeparator:
@@ -374,7 +407,8 @@ class MaskNetSeparator:
         c = self.config
         return MaskNetState(prompt=self.prompt_vector(prompt, example, speaker), anchors=self.anchor_list(spans),
                             stft=StftStream(c.n_fft, c.hop, c.lookahead_frames),
-                            mixture_delay=np.zeros(self.delay_samples, np.float32))
+                            mixture_delay=np.zeros(self.delay_samples, np.float32),
+                            expert_stft=StftStream(c.n_fft, c.hop, c.lookahead_frames) if c.expert_input else None)
 
     def set_prompt(self, state: MaskNetState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
                    example_rate: int | None = None, speaker: np.ndarray | None = None) -> None:
@@ -383,14 +417,21 @@ class MaskNetSeparator:
         state.prompt, state.anchors = fresh.prompt, fresh.anchors
 
     @torch.inference_mode()
-    def stream_step(self, states: list[MaskNetState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
-        """[N, chunk_samples] -> [N, 2, chunk_samples] (target, residual), delayed by `delay_samples`."""
+    def stream_step(self, states: list[MaskNetState], chunk: np.ndarray, steps: int | None = None,
+                    expert: np.ndarray | None = None) -> np.ndarray:
+        """[N, chunk_samples] -> [N, 2, chunk_samples] (target, residual), delayed by `delay_samples`. The speech
+        refiner also takes `expert`: the expert's estimate of the same chunk [N, chunk_samples]."""
         c = self.config
         chunk = np.asarray(chunk, dtype=np.float32)
         if chunk.shape != (len(states), self.chunk_samples):
             raise AudioInputError(f"stream_step needs a chunk of shape [{len(states)}, {self.chunk_samples}], "
                                   f"got {tuple(chunk.shape)}")
+        if c.expert_input and (expert is None or np.shape(expert) != chunk.shape):
+            raise AudioInputError(f"the speech refiner needs the expert's estimate of the chunk, shape {chunk.shape}")
         StftStream.analyse(states[0].stft, torch.from_numpy(chunk), [s.stft for s in states])
+        if c.expert_input:
+            StftStream.analyse(states[0].expert_stft, torch.from_numpy(np.asarray(expert, np.float32)),
+                               [s.expert_stft for s in states])
         ready = [i for i, s in enumerate(states) if s.stft.ready() >= c.chunk_frames]
         targets = np.zeros((len(states), self.chunk_samples), np.float32)
         if ready:
@@ -398,11 +439,14 @@ class MaskNetSeparator:
             spectra = torch.stack([s.stft.take(c.chunk_frames) for s in group])
             anchors = torch.stack([self.anchor_ids(s.anchors, s.next_frame, c.chunk_frames) for s in group])
             prompt = torch.cat([s.prompt for s in group])
-            mask, network = self.model.mask(spectra, anchors, prompt, _batch_states([s.network for s in group]))
+            expert_spectra = (torch.stack([s.expert_stft.take(c.chunk_frames) for s in group]) if c.expert_input
+                              else None)
+            target, network = self.model.estimate(spectra, anchors, prompt, _batch_states([s.network for s in group]),
+                                                  expert_spectra)
             for row, state in enumerate(group):
                 state.network = _row_state(network, row, len(group))
                 state.next_frame += c.chunk_frames
-                targets[ready[row]] = state.stft.synthesise(spectra[row, : c.chunk_frames] * mask[row]).numpy()
+                targets[ready[row]] = state.stft.synthesise(target[row]).numpy()
         for i, state in enumerate(states):
             if i not in ready:
                 targets[i] = state.stft.idle(self.chunk_samples).numpy()

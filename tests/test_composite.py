@@ -141,3 +141,37 @@ def test_without_the_speech_expert_no_native_state_is_made(speech_in_sounds):
     assert state.expert is None and state.branch == GENERAL
     result = plain.separate(mixture[:16000], 16000, "speech")
     assert np.allclose(result.target + result.residual, mixture[:16000], atol=1e-5)
+
+
+def test_the_speech_refiner_hears_the_expert_estimate_and_the_mixture_in_step(model, speech_in_sounds):
+    """A speech refiner at initialisation outputs the expert's estimate plus 4.7 % of the mixture it heard: inside
+    the default model that is the expert-only output plus 4.7 % of the input, at the same latency; and a prompt
+    change from sound to speech starts the refiner in step (the refiner runs on the kept hops)."""
+    import torch
+
+    from samstream.model.composite import CompositeSeparator
+    from samstream.model.masknet import MaskNet, MaskNetConfig, MaskNetSeparator
+
+    torch.manual_seed(0)
+    fresh = MaskNetSeparator(MaskNet(MaskNetConfig(expert_input=True, example=False, anchors=False)),
+                             model.general.text_vectors)
+    refined = CompositeSeparator(model.general, model.voice, True, fresh)
+    plain = CompositeSeparator(model.general, model.voice, True)
+    assert refined.delay_samples == plain.delay_samples  # the refiner's STFT delay fits in the general branch's
+    mixture, _ = speech_in_sounds
+    hop, count, leak = model.chunk_samples, 60, 1 / (1 + np.e**3)
+    states = {"refined": refined.init_stream("speech"), "plain": plain.init_stream("speech"),
+              "switched": refined.init_stream("dog barking")}
+    out = {name: [] for name in states}
+    for k, chunk in enumerate(mixture[: count * hop].reshape(count, hop)):
+        if k == 30:
+            refined.set_prompt(states["switched"], "a person talking")
+        for name, state in states.items():
+            separator = plain if name == "plain" else refined
+            out[name].append(separator.stream_step([state], chunk[None])[0, 0])
+    out = {name: np.concatenate(parts) for name, parts in out.items()}
+    delay = refined.delay_samples
+    start = delay + 2 * hop  # the refiner's STFT has seen whole frames from here on
+    expected = out["plain"][start:] + leak * mixture[start - delay : count * hop - delay]
+    assert np.abs(out["refined"][start:] - expected).max() < 1e-3 * np.abs(expected).max()
+    assert np.allclose(out["switched"][31 * hop :], out["refined"][31 * hop :], atol=1e-6)

@@ -73,3 +73,46 @@ def test_weights_round_trip_and_a_wrong_config_is_named(tmp_path):
 def test_default_bands_tile_the_spectrum():
     edges = default_bands(257)
     assert edges[0] == 0 and edges[-1] == 257 and all(b > a for a, b in zip(edges[:-1], edges[1:]))
+
+
+def refiner() -> MaskNetSeparator:
+    torch.manual_seed(0)
+    return MaskNetSeparator(MaskNet(MaskNetConfig(expert_input=True, example=False, anchors=False)), random_vectors)
+
+
+def test_the_speech_refiner_starts_as_the_expert_and_streams_as_it_runs_offline():
+    """At initialisation the refiner's output is the expert's estimate (g = 1) plus 4.7 % of the mixture (h): it
+    can only learn corrections. Streamed in batches (each stream with its own expert estimate), it equals the
+    offline run; and it takes no chunk without the estimate."""
+    sep = refiner()
+    speech, sounds = real_speech(2.0), real_sounds(2.0)
+    mixture = speech + 0.5 * sounds
+    estimate = 0.9 * speech + 0.05 * sounds  # stands for the expert's estimate (the expert is tested elsewhere)
+    with torch.no_grad():
+        out = sep.model.separate_waveform(torch.from_numpy(mixture)[None], torch.zeros(1, 0, dtype=torch.long),
+                                          sep.prompt_vector("speech"), torch.from_numpy(estimate)[None])[0].numpy()
+    expected = estimate + 1 / (1 + np.e**3) * mixture
+    inner = slice(512, len(mixture) - 512)
+    assert np.abs(out - expected)[inner].max() < 1e-4
+
+    with torch.no_grad():  # a trained refiner's prompts change its output
+        for name, parameter in sep.model.named_parameters():
+            if "films" in name or "out" in name:
+                parameter.normal_(0, 0.05)
+    states = [sep.init_stream("man speaking"), sep.init_stream("speech")]
+    mixtures, estimates = np.stack([mixture, sounds]), np.stack([estimate, 0.1 * sounds])
+    hop, delay = sep.chunk_samples, sep.delay_samples
+    count = -(-(len(mixture) + delay) // hop)
+    padded = np.zeros((2, 2, count * hop), np.float32)
+    padded[:, :, : len(mixture)] = np.stack([mixtures, estimates])
+    streamed_out = np.concatenate([sep.stream_step(states, padded[0, :, k * hop : (k + 1) * hop],
+                                                   expert=padded[1, :, k * hop : (k + 1) * hop])[:, 0]
+                                   for k in range(count)], axis=1)[:, delay : delay + len(mixture)]
+    for row, (prompt, x, e) in enumerate(zip(("man speaking", "speech"), mixtures, estimates)):
+        with torch.no_grad():
+            offline = sep.model.separate_waveform(torch.from_numpy(x)[None], torch.zeros(1, 0, dtype=torch.long),
+                                                  sep.prompt_vector(prompt), torch.from_numpy(e)[None])[0].numpy()
+        error = np.sum((streamed_out[row] - offline) ** 2) / np.sum(offline**2)
+        assert 10 * np.log10(1 / error) > 80, prompt
+    with pytest.raises(Exception, match="expert's estimate"):
+        sep.stream_step(states, padded[0, :, :hop])

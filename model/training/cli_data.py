@@ -68,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(_data_run=_run_build_voice_eval)
 
+    p = sub.add_parser("speech-pool", help="add shards of speech-class mixtures with the speech expert's estimate "
+                                           "(the speech refiner's training data) to a folder")
+    p.add_argument("--out", type=Path, required=True, help="pool folder (e.g. cache/speech_pool)")
+    _cache_arg(p)
+    p.add_argument("--shards", type=int, default=100, help="shards to add (64 examples of 4 s each; default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(_data_run=_run_speech_pool)
+
     p = sub.add_parser("pack", help="a compact training-data pack (train split, Opus) for a GPU burst")
     p.add_argument("out", type=Path, help="pack folder (e.g. cache/pack)")
     _cache_arg(p)
@@ -163,6 +171,14 @@ def _run_build_voice_eval(args, cache_dir: Path) -> int:
     lines = [f"build-voice-eval: {manifest['items']} items from {manifest['speakers']} held-out voices -> {args.out}"]
     lines += [f"  {kind:<22} {n:>4}" for kind, n in manifest["per_pair_type"].items()]
     _finish(args, {"out": str(args.out), **manifest}, lines)
+    return 0
+
+
+def _run_speech_pool(args, cache_dir: Path) -> int:
+    from samstream.model.training.speech_pool import write_pool
+
+    total = write_pool(cache_dir, args.out, args.shards, seed=args.seed)
+    _finish(args, {"out": str(args.out), "shards": total}, [f"speech-pool: {total} shards in {args.out}"])
     return 0
 
 

@@ -1,5 +1,6 @@
-"""`samstream train [--arch embedded|masknet|baseline] [--task general|voice] --run DIR ...`: train (or resume) the
-embedded general separator, a mask network (general separator candidate, or the voice picker) or the baseline.
+"""`samstream train [--arch embedded|masknet|baseline] [--task general|voice|speech] --run DIR ...`: train (or resume)
+the embedded general separator, a mask network (general separator candidate, the voice picker or the speech refiner)
+or the baseline.
 
 Training-time only; heavy imports stay inside `run` so `samstream --help` stays fast.
 """
@@ -15,9 +16,12 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=["embedded", "masknet", "baseline"], default=None,
                         help="network (default: the run's, else embedded)")
-    parser.add_argument("--task", choices=["general", "voice"], default=None,
+    parser.add_argument("--task", choices=["general", "voice", "speech"], default=None,
                         help="general: text/span/example prompts on mixtures of every class; voice: pick one voice "
-                             "of two by its enrollment clip (or its gender's wording) (default: the run's, else general)")
+                             "of two by its enrollment clip (or its gender's wording); speech: refine the speech "
+                             "expert's estimate for the speech classes (needs --pool) (default: the run's, else general)")
+    parser.add_argument("--pool", type=Path, default=None,
+                        help="--task speech: the folder `samstream data speech-pool` writes to")
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, log); resumes if it exists")
     parser.add_argument("--data", type=Path, default=None, help="data cache (default: $SAMSTREAM_DATA or ~/.cache/...)")
     parser.add_argument("--steps", type=int, help="total optimiser steps")
@@ -77,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or default_cache_dir()
     if not (data / "index.json").is_file():
         raise DataError(f"no data index in {data}: run `samstream data fetch` and `samstream data index` first")
-    if config.task == "voice":
+    if config.task == "speech":
+        from samstream.model.training.speech_pool import SpeechPoolSource
+
+        if args.pool is None:
+            raise UserFacingError("--task speech needs --pool DIR (written by `samstream data speech-pool --out DIR`)")
+        source = SpeechPoolSource(args.pool)
+    elif config.task == "voice":
         from samstream.model.training.voices import VoicePairSource
 
         source = VoicePairSource(data, seconds=config.seconds + 0.3)

@@ -240,7 +240,8 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
                    speech_expert: bool = True) -> Estimator:
     """`tiny` is the default model (the composite; `speech_expert=False`: its networks alone). A trained network
     (run folder / checkpoint / .safetensors) is evaluated alone, or with `composite` as the default model's general
-    part (or its voice picker, for a network trained on the voice task), beside the shipped other parts."""
+    part (its voice picker or speech refiner, for a network trained on the voice or speech task), beside the
+    shipped other parts."""
     from samstream.model.errors import ModelLoadError
 
     if name == "mixture":
@@ -278,10 +279,11 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     from samstream.model.composite import CompositeSeparator, load_default
 
     shipped = load_default(speech_expert)
-    if info.get("task") == "voice":
+    if info.get("task") in ("voice", "speech"):
         network._text_vectors = shipped.general.text_vectors
-        return composite_estimator(CompositeSeparator(shipped.general, network, speech_expert), steps)
-    return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert), steps)
+        voice, refiner = (network, shipped.refiner) if info["task"] == "voice" else (shipped.voice, network)
+        return composite_estimator(CompositeSeparator(shipped.general, voice, speech_expert, refiner), steps)
+    return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert, shipped.refiner), steps)
 
 
 def composite_estimator(separator, steps: int | None) -> Estimator:

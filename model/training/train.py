@@ -44,6 +44,7 @@ class TrainingExample:
     prompt: str | None  # the text prompt (a training paraphrase), None for audio-only prompting
     example: np.ndarray | None = None  # an enrollment clip of the target (other utterances of the same speaker)
     example_required: bool = False  # voice-pick examples: only the clip says which voice is the target
+    expert: np.ndarray | None = None  # [S] the speech expert's estimate of the mixture (speech-refiner examples)
 
 
 class ExampleSource(Protocol):
@@ -117,6 +118,7 @@ class Batch:
     anchors: torch.Tensor  # [B,T] anchor ids per frame
     speaker: torch.Tensor  # [B,speaker_dim] speaker embeddings of the example clips (zeros where none / unused)
     speaker_valid: torch.Tensor  # [B] bool
+    expert: torch.Tensor  # [B,S] the speech expert's estimates ([B,0] when the examples carry none)
 
 
 def crop_samples(config: TrainConfig, chunk_samples: int) -> int:
@@ -147,6 +149,7 @@ def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Te
     become speaker embeddings instead of audio examples."""
     count, frames = len(examples), samples // hop
     mixture, target = np.zeros((count, samples), np.float32), np.zeros((count, samples), np.float32)
+    expert = np.zeros((count, samples if examples[0].expert is not None else 0), np.float32)
     text = torch.zeros(count, next(iter(text_vectors.values())).shape[-1])
     text_valid = torch.zeros(count, dtype=torch.bool)
     example_valid = torch.zeros(count, dtype=torch.bool)
@@ -155,6 +158,8 @@ def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Te
         start = int(rng.integers(0, max(1, len(ex.mixture) - samples + 1)))
         n = min(samples, len(ex.mixture) - start)
         mixture[i, :n], target[i, :n] = ex.mixture[start : start + n], ex.target[start : start + n]
+        if expert.shape[1]:
+            expert[i, :n] = ex.expert[start : start + n]
         use_example = ex.example is not None and (ex.prompt is None or ex.example_required
                                                   or rng.random() < config.example_probability)
         use_text = ex.prompt is not None and not (use_example and rng.random() < config.text_drop_probability)
@@ -181,7 +186,7 @@ def make_batch(examples: list[TrainingExample], text_vectors: dict[str, torch.Te
         example[i, : len(clip)] = clip
     return Batch(torch.from_numpy(mixture), torch.from_numpy(target), text, text_valid, torch.from_numpy(example),
                  example_valid, torch.tensor([len(c) for c in clips]), torch.from_numpy(anchors), speaker,
-                 speaker_valid)
+                 speaker_valid, torch.from_numpy(expert))
 
 
 BATCH_STREAM = 0xBA7C4  # keeps the workers' seeds apart from every other seed derived from TrainConfig.seed
@@ -315,7 +320,8 @@ def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: t
     if model.speaker_proj is None:
         cond.speaker = None
     prompt = model.condition(cond, batch.mixture.shape[0])
-    estimate = model.separate_waveform(batch.mixture, batch.anchors, prompt)
+    expert = batch.expert if model.config.expert_input else None
+    estimate = model.separate_waveform(batch.mixture, batch.anchors, prompt, expert)
     return waveform_loss(estimate, batch, config.worse_weight)
 
 
