@@ -46,3 +46,26 @@ def test_some_streams_start_with_digital_silence_in_mixture_and_target_alike(voi
         assert not np.any(silent_start.mixture[:lead]) and not np.any(silent_start.target[:lead])
         for delayed, plain_stem in ((silent_start.mixture, reference.mixture), (silent_start.target, reference.target)):
             assert np.array_equal(delayed[lead:], plain_stem[: len(plain_stem) - lead])
+
+
+def test_some_partial_pairs_enroll_the_streams_solo_start_as_live_enrollment_does(voices):
+    live = VoicePairGenerator(voices._generator, dataclasses.replace(voices.config, live_enrollment_rate=1.0,
+                                                                     lead_silence_rate=0.0))
+    for seed in range(3):
+        pair = live.pair(np.random.default_rng(seed), "partial")
+        solo = len(pair.enrollment)
+        assert 0.3 * live.config.samples <= solo <= 0.7 * live.config.samples
+        # the same samples as the mixture's start (the enrollment keeps its own level)
+        scale = np.dot(pair.enrollment, pair.mixture[:solo]) / np.dot(pair.mixture[:solo], pair.mixture[:solo])
+        assert np.allclose(pair.enrollment, scale * pair.mixture[:solo], atol=1e-5)
+
+
+def test_enrollments_can_come_through_another_microphone(voices):
+    config = dataclasses.replace(voices.config, live_enrollment_rate=0.0, enrollment_eq_rate=1.0,
+                                 enrollment_noise_rate=1.0)
+    plain = dataclasses.replace(config, enrollment_eq_rate=0.0, enrollment_noise_rate=0.0)
+    changed = VoicePairGenerator(voices._generator, config).pair(np.random.default_rng(3), "overlap")
+    reference = VoicePairGenerator(voices._generator, plain).pair(np.random.default_rng(3), "overlap")
+    assert (changed.target_speaker, changed.interferer_speaker) == (reference.target_speaker, reference.interferer_speaker)
+    assert changed.enrollment.shape == reference.enrollment.shape  # the same clip ...
+    assert not np.allclose(changed.enrollment, reference.enrollment, atol=1e-3)  # ... heard through another microphone
