@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from samstream.model.training.train import (TrainConfig, TrainingExample, below_mixture_db, build_model,
-                                            embedded_loss, make_batch, si_sdr, train)
+from samstream.model.training.train import (Batch, TrainConfig, TrainingExample, below_mixture_db, build_model,
+                                            embedded_loss, make_batch, si_sdr, train, waveform_loss)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,6 +33,18 @@ def test_si_sdr_is_scale_invariant_and_perfect_for_the_reference():
     assert torch.all(si_sdr(3 * x, x) > 70)
     assert torch.allclose(si_sdr(x + 0.1 * torch.randn(2, 1000), x), si_sdr(5 * x + 0.5 * torch.randn(2, 1000), x),
                           atol=1.5)
+
+
+def test_the_speech_refiners_loss_counts_a_wrong_level_the_others_do_not():
+    """The refiner's estimate is subtracted from the mixture for the residual, so it trains on SNR: half the level
+    costs 6 dB there and nothing under SI-SDR."""
+    target = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    batch = Batch(mixture=2 * target, target=target, **{name: None for name in Batch.__dataclass_fields__
+                                                        if name not in ("mixture", "target")})
+    _, scale_free = waveform_loss(0.5 * target, batch)
+    _, level = waveform_loss(0.5 * target, batch, scale_invariant=False)
+    assert scale_free["si_sdr"] > 70 and "snr" not in scale_free
+    assert level["snr"] == pytest.approx(6.02, abs=0.01) and level["si_sdr"] > 70
 
 
 def test_the_calibration_term_counts_only_the_db_an_estimate_falls_below_the_mixture():
