@@ -4,7 +4,8 @@ A ratio mask per STFT bin (model/stft.py: 16 kHz, n_fft 512, hop 256), predicted
 the current frame and `lookahead_frames` future ones by causal layers (convolutions over past frames, GRUs), and
 conditioned by FiLM on one prompt vector: the sum of projections of what the prompt gives (a MiniLM sentence
 vector, a GE2E speaker embedding, a learned audio-example encoding) or a learned null vector. Span prompts add
-SAM-style anchor embeddings (<null>/+/-) to the frames. Trained with -SI-SDR of the waveform (model/training).
+SAM-style anchor embeddings (<null>/+/-) to the frames. Trained with -SI-SDR of the waveform (the speech refiner:
+-SNR, its level matters; model/training).
 
 With `expert_input` the network is the speech refiner: it also hears the speech expert's estimate of the mixture
 (model/speech_expert.py) and outputs g * estimate + h * mixture per bin, g in [0, 1.2] and h in [0, 1]; at

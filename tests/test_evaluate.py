@@ -78,3 +78,14 @@ def test_unknown_model_and_missing_directory_are_user_errors(eval_dir, tmp_path,
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert main(["eval", str(eval_dir), "--model", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_a_speech_refiner_alone_is_refused_with_what_to_do(tmp_path):
+    from samstream.model.errors import ModelLoadError
+    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
+    from samstream.model.training.evaluate import make_estimator
+
+    save_masknet(MaskNet(MaskNetConfig(expert_input=True, example=False, anchors=False)), tmp_path / "refiner.safetensors",
+                 {"task": "speech"})
+    with pytest.raises(ModelLoadError, match="--composite"):
+        make_estimator(str(tmp_path / "refiner.safetensors"))

@@ -270,6 +270,9 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
         from samstream.model.masknet import MaskNetSeparator, load_masknet
 
         network = MaskNetSeparator(load_masknet(path))
+        if network.config.expert_input and not composite:
+            raise ModelLoadError(f"{path} is a speech refiner: it runs on the speech expert's estimate, inside the "
+                                 "default model: evaluate it with --composite")
     else:
         from samstream.model.embedded import load_embedded
 
