@@ -145,8 +145,8 @@ def test_without_the_speech_expert_no_native_state_is_made(speech_in_sounds):
 
 def test_the_speech_refiner_hears_the_expert_estimate_and_the_mixture_in_step(model, speech_in_sounds):
     """A speech refiner at initialisation outputs the expert's estimate plus 4.7 % of the mixture it heard: inside
-    the default model that is the expert-only output plus 4.7 % of the input, at the same latency; and a prompt
-    change from sound to speech starts the refiner in step (the refiner runs on the kept hops)."""
+    the default model that is the expert-only output plus 4.7 % of the input, at the same latency; and after a prompt
+    change from sound to speech the refiner's output lines up at once (it is started on the kept hops)."""
     import torch
 
     from samstream.model.composite import CompositeSeparator

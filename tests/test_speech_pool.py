@@ -2,6 +2,7 @@
 model hears them (level-normalised, then the speech expert), written shard by shard while a training reads them."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -30,8 +31,6 @@ def test_examples_are_speech_targets_with_the_expert_estimate_of_the_normalised_
     _, out = pool
     with np.load(shard_paths(out)[0]) as shard:
         mixture, target, expert = (shard[k].astype(np.float32) for k in ("mixture", "target", "expert"))
-        import json
-
         meta = json.loads(bytes(shard["meta"]).decode())
     assert mixture.shape == target.shape == expert.shape == (3, 32000)
     assert set(meta["classes"]) <= set(SPEECH_TARGETS)

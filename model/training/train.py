@@ -330,7 +330,7 @@ def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: t
     # The speech refiner's estimate replaces the expert's, whose level is right, and the residual is the mixture
     # minus it: its level must be right too, which SI-SDR does not ask for (trained on SI-SDR, its output sat
     # 4-7 dB below the target, leaving that much of the speech in the residual).
-    return waveform_loss(estimate, batch, config.worse_weight, scale_invariant=config.task != "speech")
+    return waveform_loss(estimate, batch, config.worse_weight, scale_invariant=not model.config.expert_input)
 
 
 def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.0, scale_invariant: bool = True):
