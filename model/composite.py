@@ -54,6 +54,12 @@ from samstream.model.separator import Separation
 
 EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 
+# The general separator's mask floor inside the default model: it keeps at least this share of its input, so a
+# target the network cannot find comes out near the mixture instead of confidently wrong. Chosen on half of the
+# held-out set (items 0-4 of each class: the largest floor that did not lower the 14 non-speech classes' mean) and
+# checked on the other half (docs/model_card.md, "Never confidently wrong").
+GENERAL_MASK_FLOOR = 0.15
+
 
 class DelayLine:
     """A fixed delay of a sample stream (`fill` first: zeros for audio, ones for gains)."""
@@ -345,12 +351,12 @@ class CompositeSeparator:
             state.expert.stream.close()
 
 
-def load_default(speech_expert: bool = True) -> CompositeSeparator:
+def load_default(speech_expert: bool = True, mask_floor: float = GENERAL_MASK_FLOOR) -> CompositeSeparator:
     """The packaged default model: the general separator's, the voice picker's and the speech refiner's weights
     from model/weights/ (each network when it is shipped), with the speech expert unless `speech_expert` is False."""
     from samstream.model.embedded import WEIGHTS_DIR, load_embedded
 
-    general = load_embedded()
+    general = load_embedded(mask_floor=mask_floor)
     parts = {}
     for name in ("voice", "speech"):
         path = WEIGHTS_DIR / f"{name}.safetensors"

@@ -282,8 +282,11 @@ class StreamState:
 class EmbeddedSeparator:
     """The `Separator` for the embedded model, plus the chunk-step streaming API used by the engine."""
 
-    def __init__(self, model: EmbeddedModel, text_encoder=None, noise_seed: int = 0):
+    def __init__(self, model: EmbeddedModel, text_encoder=None, noise_seed: int = 0, mask_floor: float = 0.0):
         from samstream.model.text import PromptCache
+
+        if not 0.0 <= mask_floor <= 1.0:
+            raise ValueError(f"mask_floor must lie in [0, 1], got {mask_floor}")
 
         self.model = model.eval()
         self.config = model.config
@@ -291,6 +294,7 @@ class EmbeddedSeparator:
         self.chunk_samples = self.config.chunk_samples
         self.delay_samples = self.config.delay_samples
         self.noise_seed = noise_seed
+        self.mask_floor = mask_floor
         self._text_encoder = text_encoder
         self._prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self._time_cond: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -391,7 +395,13 @@ class EmbeddedSeparator:
         context_kv = self.model.context_keys_values(tokens, memory)
         solver = SolverConfig(self.config.method, steps or self.config.steps)
         final = solve(lambda t, x: self.model.state_velocity(tokens, x, t, memory, context_kv), noise, solver)
-        return state_to_mask(final)
+        return self._mask(final)
+
+    def _mask(self, state: torch.Tensor) -> torch.Tensor:
+        """The solver's final state as a mask, lifted to at least `mask_floor`: where the network cannot find the
+        target, a floor keeps that much of the mixture instead of a confidently wrong silence."""
+        mask = state_to_mask(state)
+        return mask if self.mask_floor == 0.0 else self.mask_floor + (1.0 - self.mask_floor) * mask
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -523,7 +533,7 @@ class EmbeddedSeparator:
             out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time)
             return model.velocity(out, x, t)
 
-        mask = state_to_mask(solve(velocity, noise, solver))
+        mask = self._mask(solve(velocity, noise, solver))
         spectra = torch.stack([torch.stack(s.pending_spectra[:frames_c]) for s in states])
         keep = (c.context_chunks - 1) * frames_c
         for row, state in enumerate(states):
@@ -590,6 +600,7 @@ def load_embedded_model(path: str | Path) -> EmbeddedModel:
     return model.eval()
 
 
-def load_embedded(path: str | Path | None = None, text_encoder=None) -> EmbeddedSeparator:
+def load_embedded(path: str | Path | None = None, text_encoder=None, mask_floor: float = 0.0) -> EmbeddedSeparator:
     """The packaged default model (`model/weights/tiny.safetensors`), or a weights file saved by training."""
-    return EmbeddedSeparator(load_embedded_model(path or WEIGHTS_DIR / "tiny.safetensors"), text_encoder)
+    return EmbeddedSeparator(load_embedded_model(path or WEIGHTS_DIR / "tiny.safetensors"), text_encoder,
+                             mask_floor=mask_floor)

@@ -106,6 +106,22 @@ def test_sample_accounting_and_target_plus_residual_is_mixture():
     np.testing.assert_allclose(offline.target + offline.residual, x, atol=1e-6)
 
 
+def test_mask_floor_keeps_that_share_of_the_mixture_streaming_and_offline():
+    separator = random_separator()
+    rng = np.random.default_rng(4)
+    x = (0.1 * rng.standard_normal(3000)).astype(np.float32)
+    plain = separator.separate(x, 16000, prompt="bell").target
+    separator.mask_floor = 1.0  # everything kept: the target is the mixture
+    np.testing.assert_allclose(separator.separate(x, 16000, prompt="bell").target, x, atol=1e-5)
+    separator.mask_floor = 0.25  # the mask is lifted linearly: target = 0.25 * mixture + 0.75 * plain target
+    floored = separator.separate(x, 16000, prompt="bell").target
+    np.testing.assert_allclose(floored, 0.25 * x + 0.75 * plain, atol=1e-5)
+    (streamed,) = stream_through(separator, [separator.init_stream("bell")], [x])
+    assert snr_db(floored, streamed[0]) > 80
+    with pytest.raises(ValueError, match="mask_floor"):
+        EmbeddedSeparator(separator.model, mask_floor=1.5)
+
+
 def test_offline_resamples_and_keeps_length():
     separator = random_separator()
     x = np.random.default_rng(3).standard_normal((2, 4410)).astype(np.float32) * 0.1

@@ -89,3 +89,19 @@ def test_a_speech_refiner_alone_is_refused_with_what_to_do(tmp_path):
                  {"task": "speech"})
     with pytest.raises(ModelLoadError, match="--composite"):
         make_estimator(str(tmp_path / "refiner.safetensors"))
+
+
+def test_the_default_models_mask_floor_of_one_passes_the_mixture_through(eval_dir, capsys):
+    """The general separator's mask floor at 1 keeps all of its input: where no speech interferes (no speech removed
+    first), the default model's target is the mixture itself, 0 dB improvement; at the shipped floor the network's
+    mask acts."""
+    floored = run_eval(capsys, eval_dir, "--model", "tiny", "--classes", "bell", "--mask-floor", "1")
+    alone = floored["per_interference"]["non-speech target, no speech interfering"]
+    assert floored["mask_floor"] == 1.0 and alone["n"] == 1
+    assert abs(alone["si_sdri_db"]) < 0.05
+    shipped = run_eval(capsys, eval_dir, "--model", "tiny", "--classes", "bell")
+    assert 0.0 < shipped["mask_floor"] < 1.0
+    assert abs(shipped["per_interference"]["non-speech target, no speech interfering"]["si_sdri_db"]) > 0.3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(eval_dir), "--mask-floor", "1.5"])
+    assert exit_info.value.code == 2 and "from 0 to 1" in capsys.readouterr().err

@@ -237,11 +237,15 @@ def best_lag(delayed: np.ndarray, reference: np.ndarray, max_lag: int) -> int:
 
 
 def make_estimator(name: str, stream: bool = False, steps: int | None = None, composite: bool = False,
-                   speech_expert: bool = True) -> Estimator:
+                   speech_expert: bool = True, mask_floor: float | None = None) -> Estimator:
     """`tiny` is the default model (the composite; `speech_expert=False`: its networks alone). A trained network
     (run folder / checkpoint / .safetensors) is evaluated alone, or with `composite` as the default model's general
     part (its voice picker or speech refiner, for a network trained on the voice or speech task), beside the
-    shipped other parts."""
+    shipped other parts; inside the default model its general separator runs with `mask_floor` (default: the
+    default model's)."""
+    from samstream.model.composite import GENERAL_MASK_FLOOR
+
+    floor = GENERAL_MASK_FLOOR if mask_floor is None else mask_floor
     from samstream.model.errors import ModelLoadError
 
     if name == "mixture":
@@ -253,7 +257,7 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     if name == "tiny":
         from samstream.model.composite import load_default
 
-        return composite_estimator(load_default(speech_expert), steps)
+        return composite_estimator(load_default(speech_expert, floor), steps)
     path = DEFAULT_BASELINE if name == "baseline" else Path(name)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -276,12 +280,13 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     else:
         from samstream.model.embedded import load_embedded
 
-        network = load_embedded(path)
+        # inside the default model the general separator runs with the default model's mask floor
+        network = load_embedded(path, mask_floor=floor if composite else 0.0)
     if not composite:
         return masknet_estimator(network) if arch == "masknet" else embedded_estimator(network, stream, steps)
     from samstream.model.composite import CompositeSeparator, load_default
 
-    shipped = load_default(speech_expert)
+    shipped = load_default(speech_expert, floor)
     if info.get("task") in ("voice", "speech"):
         network._text_vectors = shipped.general.text_vectors
         voice, refiner = (network, shipped.refiner) if info["task"] == "voice" else (shipped.voice, network)
@@ -380,6 +385,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "voice picker for a network trained on the voice task)")
     parser.add_argument("--no-speech-expert", action="store_true",
                         help="the default model without its DeepFilterNet3 speech expert (tiny, --composite)")
+    parser.add_argument("--mask-floor", type=_share,
+                        help="the general separator's mask floor inside the default model (tiny, --composite; "
+                             "default: the default model's)")
     parser.add_argument("--steps", type=int, help="sampling steps (embedded models; default: the model's)")
     parser.add_argument("--limit", type=int, help="only the first N items (sorted by name)")
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
@@ -392,6 +400,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share from 0 to 1 is needed, got {text}")
+    return value
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: evaluations here run beside training, and two of them "
@@ -401,12 +416,17 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from samstream.model.composite import GENERAL_MASK_FLOOR
+
     torch.set_num_threads(args.threads)
+    floor = GENERAL_MASK_FLOOR if args.mask_floor is None else args.mask_floor
     items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
+    composite = args.composite or args.model == "tiny"
     result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
-                                            not args.no_speech_expert))
+                                            not args.no_speech_expert, floor))
     result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
-              "composite": args.composite or args.model == "tiny", "speech_expert": not args.no_speech_expert,
+              "composite": composite, "speech_expert": not args.no_speech_expert,
+              "mask_floor": floor if composite else None,
               "prompt_index": args.prompt_index, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
