@@ -244,9 +244,9 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     shipped other parts; inside the default model its general separator runs with `mask_floor` (default: the
     default model's)."""
     from samstream.model.composite import GENERAL_MASK_FLOOR
+    from samstream.model.errors import ModelLoadError
 
     floor = GENERAL_MASK_FLOOR if mask_floor is None else mask_floor
-    from samstream.model.errors import ModelLoadError
 
     if name == "mixture":
         return lambda item: item.mixture
