@@ -339,20 +339,18 @@ def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.
     the mixture through costs nothing and guessing wrong costs twice), + 0.1 x the output energy of negative
     queries."""
     rows = sisdr_rows(batch.target, batch.mixture)
-    score = si_sdr(estimate, batch.target)[rows]
-    sisdr = score.mean() if len(score) else estimate.new_zeros(())
-    figures = {}
-    if not scale_invariant:
-        figures["si_sdr"] = sisdr.item()
-        score = snr(estimate, batch.target)[rows]
-        sisdr = score.mean() if len(score) else estimate.new_zeros(())
-        figures["snr"] = sisdr.item()
+    score = (si_sdr if scale_invariant else snr)(estimate, batch.target)[rows]
+    objective = score.mean() if len(score) else estimate.new_zeros(())
+    figures, sisdr = {}, objective
+    if not scale_invariant:  # the SI-SDR is still reported beside the SNR the loss uses
+        figures["snr"] = objective.item()
+        sisdr = si_sdr(estimate, batch.target)[rows].mean() if len(score) else objective
     worse = below_mixture_db(score, batch.mixture[rows], batch.target[rows], worse_weight)
     # a negative query's target is silence: penalise output energy relative to the mixture
     silent = ~rows
     leak = (10 * torch.log10(estimate[silent].pow(2).sum(-1) / (batch.mixture[silent].pow(2).sum(-1) + 1e-8) + 1e-4)
             ).mean() if bool(silent.any()) else estimate.new_zeros(())
-    loss = -sisdr + worse_weight * worse + 0.1 * leak
+    loss = -objective + worse_weight * worse + 0.1 * leak
     return loss, {"loss": loss.item(), "si_sdr": sisdr.item(), "worse_db": worse.item(), **figures}
 
 
