@@ -12,7 +12,9 @@ from samstream.model.training.index import build_index
 from samstream.model.training.mixtures import (MixtureConfig, MixtureDataset, MixtureGenerator, ShardDataset,
                                                write_shard)
 from samstream.model.class_prompts import prompts_for
-from samstream.model.training.toy_cache import make_toy_cache
+from samstream.model.training.common import DataError
+from samstream.model.training.toy_cache import make_toy_cache, write_toy_rir_bank
+from samstream.model.training.train import MixtureSource
 
 # Small RIR bank so the reverb path runs in the tests without a long room computation.
 SMALL_AUGMENT = AugmentConfig(reverb_rate=0.5, rir_bank_size=2, rir_sources=4, rir_max_seconds=0.3)
@@ -125,6 +127,24 @@ def test_heavy_augmentation_keeps_the_stems_exact(cache):
         with_noise += "background noise" in ex.interferer_classes
         assert ex.interferer_classes.count("background noise") <= 1
     assert with_noise >= 6
+
+
+def test_the_training_source_mixes_with_the_recipe_it_is_given(cache):
+    for recipe in (AugmentConfig(), AugmentConfig.heavy()):
+        write_toy_rir_bank(cache, recipe)
+    standard, heavy = MixtureSource(cache, seconds=1.0), MixtureSource(cache, seconds=1.0, augment="heavy")
+    assert standard.generator.config.augment == AugmentConfig()
+    assert heavy.generator.config.augment == AugmentConfig.heavy()
+    peaks = {}
+    for name, source in (("standard", standard), ("heavy", heavy)):
+        rng = np.random.default_rng(0)
+        examples = [source.sample(rng) for _ in range(16)]
+        assert all(np.isfinite(ex.mixture).all() and len(ex.mixture) == 16000 for ex in examples)
+        peaks[name] = [20 * np.log10(np.abs(ex.mixture).max()) for ex in examples]
+    # the heavy recipe also reaches quieter mixtures (peaks from -35 dBFS; the standard one from -20)
+    assert min(peaks["standard"]) > -20.01 and min(peaks["heavy"]) < -22
+    with pytest.raises(DataError, match="unknown augmentation 'loud'"):
+        MixtureSource(cache, seconds=1.0, augment="loud")
 
 
 def test_classes_with_few_real_recordings_can_draw_them_less_often(tmp_path):

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the weights every N CPU minutes in RUN/snapshots/ (learning curves)")
     parser.add_argument("--example-probability", type=float, help="use an example clip as the prompt this often")
     parser.add_argument("--text-drop-probability", type=float, help="with an example clip, drop the text this often")
+    parser.add_argument("--augment", choices=["standard", "heavy"], default=None,
+                        help="--task general: the mixtures' augmentation (heavy: wider EQ and speed, more reverb, "
+                             "level rides, clipping, phone/laptop devices, noise floors; default: the run's, else standard)")
     parser.add_argument("--fit-horizon", action="store_true",
                         help="with --max-minutes: fit --steps to the measured step rate so the learning-rate "
                              "schedule ends when the time does (saved in config.json)")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                  "amp": args.amp, "model": args.model_config,
                  "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,
                  "example_probability": args.example_probability,
-                 "text_drop_probability": args.text_drop_probability}
+                 "text_drop_probability": args.text_drop_probability, "augment": args.augment}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
         source = VoicePairSource(data, seconds=config.seconds + 0.3)
     else:
-        source = MixtureSource(data, seconds=config.seconds + 0.3)
+        source = MixtureSource(data, seconds=config.seconds + 0.3, augment=config.augment)
     cached = args.run / "prompt_vectors.safetensors"
     if not cached.is_file() and (data / cached.name).is_file():
         # a training pack carries the vectors: the GPU machine has no MiniLM encoder

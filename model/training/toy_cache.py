@@ -108,12 +108,12 @@ def make_toy_cache(cache_dir: Path, seed: int = 0) -> Path:
     return Path(cache_dir)
 
 
-def write_toy_rir_bank(cache_dir: Path) -> Path:
-    """A short decaying-noise room bank under the default bank's file name, so tests that mix with
-    reverb never run pyroomacoustics (~30 s for the real 64-room bank)."""
+def write_toy_rir_bank(cache_dir: Path, config=None) -> Path:
+    """A short decaying-noise room bank under the file name of config's bank (default: AugmentConfig()), so
+    tests that mix with reverb never run pyroomacoustics (~30 s for the real 64-room bank)."""
     from samstream.model.training.augment import AugmentConfig
 
-    config = AugmentConfig()
+    config = config or AugmentConfig()
     name = (f"bank_{config.rir_bank_size}x{config.rir_sources}_{config.rir_max_seconds}s_"
             f"{config.rt60_range[0]}-{config.rt60_range[1]}.npy")
     rng = np.random.default_rng(0)

@@ -52,13 +52,22 @@ class ExampleSource(Protocol):
         ...
 
 
+# "standard": MixtureConfig's defaults (what every run before this option used); "heavy": MixtureConfig.heavy()
+# (wider EQ and speed, more reverb, level rides, clipping, devices, noise floors, quieter mixtures).
+AUGMENT_RECIPES = ("standard", "heavy")
+
+
 class MixtureSource:
     """Examples from the data pipeline's on-the-fly generator (model/training/mixtures.py), train split only."""
 
-    def __init__(self, cache_dir: Path, seconds: float, speaker_pair_rate: float = 0.15):
+    def __init__(self, cache_dir: Path, seconds: float, speaker_pair_rate: float = 0.15, augment: str = "standard"):
         from samstream.model.training.mixtures import MixtureConfig, MixtureGenerator
 
+        if augment not in AUGMENT_RECIPES:
+            raise DataError(f"unknown augmentation {augment!r}: use one of {', '.join(AUGMENT_RECIPES)}")
         config = MixtureConfig(seconds=seconds, speaker_pair_rate=speaker_pair_rate)
+        if augment == "heavy":
+            config = MixtureConfig.heavy(seconds=seconds, speaker_pair_rate=speaker_pair_rate)
         self.generator = MixtureGenerator.from_cache(cache_dir, "train", config)
 
     def sample(self, rng: np.random.Generator) -> TrainingExample:
@@ -94,6 +103,7 @@ class TrainConfig:
     example_probability: float = 0.25  # use the example clip as a prompt (when the example has one)
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
+    augment: str = "standard"  # --task general: the mixtures' augmentation recipe (AUGMENT_RECIPES)
     checkpoint_every_s: float = 180.0
     snapshot_every_cpu_minutes: float = 0.0  # > 0: weights kept in RUN/snapshots/ (learning curves per CPU time)
     log_every: int = 20
