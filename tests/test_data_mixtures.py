@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from samstream.model.training.augment import AugmentConfig, active_rms
-from samstream.model.classes import family, overlaps
+from samstream.model.classes import REQUIRED_CLASSES, family, overlaps
 from samstream.model.training.index import build_index
 from samstream.model.training.mixtures import (MixtureConfig, MixtureDataset, MixtureGenerator, ShardDataset,
                                                write_shard)
@@ -145,6 +145,15 @@ def test_the_training_source_mixes_with_the_recipe_it_is_given(cache):
     assert min(peaks["standard"]) > -20.01 and min(peaks["heavy"]) < -22
     with pytest.raises(DataError, match="unknown augmentation 'loud'"):
         MixtureSource(cache, seconds=1.0, augment="loud")
+    focused = MixtureSource(cache, seconds=1.0, augment="heavy", mixture={"extra_class_weight": 0.2})
+    assert focused.generator.config.augment == AugmentConfig.heavy()
+    weights = {c: w / standard.generator.class_weights[i] for i, (c, w) in
+               enumerate(zip(focused.generator.classes, focused.generator.class_weights))}
+    ratios = {round(weights[c] / weights[r], 6) for c in weights if c not in REQUIRED_CLASSES for r in weights if r in REQUIRED_CLASSES}
+    assert ratios == {0.4}  # an extra class is drawn 0.2 / 0.5 as often, relative to a required one, as before
+    for bad in ({"extra_weight": 0.2}, {"augment": None}):
+        with pytest.raises(DataError, match="unknown mixture setting"):
+            MixtureSource(cache, seconds=1.0, mixture=bad)
 
 
 def test_classes_with_few_real_recordings_can_draw_them_less_often(tmp_path):

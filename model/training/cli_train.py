@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", choices=["standard", "heavy"], default=None,
                         help="--task general: the mixtures' augmentation (heavy: wider EQ and speed, more reverb, "
                              "level rides, clipping, phone/laptop devices, noise floors; default: the run's, else standard)")
+    parser.add_argument("--mixture-config", type=json.loads, default=None,
+                        help="--task general: MixtureConfig overrides as JSON, e.g. '{\"extra_class_weight\": 0.2}' "
+                             "(model/training/mixtures.py; default: the run's)")
     parser.add_argument("--fit-horizon", action="store_true",
                         help="with --max-minutes: fit --steps to the measured step rate so the learning-rate "
                              "schedule ends when the time does (saved in config.json)")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                  "amp": args.amp, "model": args.model_config,
                  "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,
                  "example_probability": args.example_probability,
-                 "text_drop_probability": args.text_drop_probability, "augment": args.augment}
+                 "text_drop_probability": args.text_drop_probability, "augment": args.augment,
+                 "mixture": args.mixture_config}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
@@ -95,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
         source = VoicePairSource(data, seconds=config.seconds + 0.3)
     else:
-        source = MixtureSource(data, seconds=config.seconds + 0.3, augment=config.augment)
+        source = MixtureSource(data, seconds=config.seconds + 0.3, augment=config.augment,
+                               mixture=config.mixture)
     cached = args.run / "prompt_vectors.safetensors"
     if not cached.is_file() and (data / cached.name).is_file():
         # a training pack carries the vectors: the GPU machine has no MiniLM encoder

@@ -60,14 +60,20 @@ AUGMENT_RECIPES = ("standard", "heavy")
 class MixtureSource:
     """Examples from the data pipeline's on-the-fly generator (model/training/mixtures.py), train split only."""
 
-    def __init__(self, cache_dir: Path, seconds: float, speaker_pair_rate: float = 0.15, augment: str = "standard"):
+    def __init__(self, cache_dir: Path, seconds: float, speaker_pair_rate: float = 0.15, augment: str = "standard",
+                 mixture: dict | None = None):
+        from dataclasses import fields
+
         from samstream.model.training.mixtures import MixtureConfig, MixtureGenerator
 
         if augment not in AUGMENT_RECIPES:
             raise DataError(f"unknown augmentation {augment!r}: use one of {', '.join(AUGMENT_RECIPES)}")
-        config = MixtureConfig(seconds=seconds, speaker_pair_rate=speaker_pair_rate)
-        if augment == "heavy":
-            config = MixtureConfig.heavy(seconds=seconds, speaker_pair_rate=speaker_pair_rate)
+        settings = {"seconds": seconds, "speaker_pair_rate": speaker_pair_rate, **(mixture or {})}
+        unknown = sorted(set(settings) - ({f.name for f in fields(MixtureConfig)} - {"augment"}))
+        if unknown:
+            raise DataError(f"unknown mixture setting(s) {', '.join(unknown)}: see MixtureConfig in "
+                            "model/training/mixtures.py (the augmentation is chosen with --augment)")
+        config = MixtureConfig.heavy(**settings) if augment == "heavy" else MixtureConfig(**settings)
         self.generator = MixtureGenerator.from_cache(cache_dir, "train", config)
 
     def sample(self, rng: np.random.Generator) -> TrainingExample:
@@ -104,6 +110,7 @@ class TrainConfig:
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
     augment: str = "standard"  # --task general: the mixtures' augmentation recipe (AUGMENT_RECIPES)
+    mixture: dict = field(default_factory=dict)  # --task general: MixtureConfig overrides (e.g. extra_class_weight)
     checkpoint_every_s: float = 180.0
     snapshot_every_cpu_minutes: float = 0.0  # > 0: weights kept in RUN/snapshots/ (learning curves per CPU time)
     log_every: int = 20
