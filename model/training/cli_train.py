@@ -48,9 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the weights every N CPU minutes in RUN/snapshots/ (learning curves)")
     parser.add_argument("--example-probability", type=float, help="use an example clip as the prompt this often")
     parser.add_argument("--text-drop-probability", type=float, help="with an example clip, drop the text this often")
-    parser.add_argument("--augment", choices=["standard", "heavy"], default=None,
-                        help="--task general: the mixtures' augmentation (heavy: wider EQ and speed, more reverb, "
-                             "level rides, clipping, phone/laptop devices, noise floors; default: the run's, else standard)")
+    parser.add_argument("--augment", default=None,
+                        help="--task general: the mixtures' augmentation, standard or heavy (wider EQ and speed, more "
+                             "reverb, level rides, clipping, phone/laptop devices, noise floors; checked against "
+                             "train.AUGMENT_RECIPES before any model loads; default: the run's, else standard)")
     parser.add_argument("--mixture-config", type=json.loads, default=None,
                         help="--task general: MixtureConfig overrides as JSON, e.g. '{\"extra_class_weight\": 0.2}' "
                              "(model/training/mixtures.py; default: the run's)")
