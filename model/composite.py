@@ -34,6 +34,7 @@ Offline runs (`separate`, `stream_file`) are the streaming path over the whole f
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 # held-out set (items 0-4 of each class: the largest floor that did not lower the 14 non-speech classes' mean) and
 # checked on the other half (docs/model_card.md, "Never confidently wrong").
 GENERAL_MASK_FLOOR = 0.15
+# Floors calibrated on an evaluation set of held-out sources (`samstream calibrate`), beside the general weights: each
+# class the general separator serves keeps the floor that separated its items best, from none to the whole input
+# (prompts that match no class, spans and audio examples keep GENERAL_MASK_FLOOR), and the speech expert's estimate
+# keeps one share of the mixture for every speech prompt.
+FLOORS_FILE = "floors.json"
 
 
 class DelayLine:
@@ -112,8 +118,13 @@ class CompositeState:
 class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
-    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None) -> None:
+    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None,
+                 class_floors: dict[str, float] | None = None, expert_floor: float = 0.0) -> None:
         self.general = general
+        self.class_floors = dict(class_floors or {})  # class -> the general separator's calibrated mask floor
+        # the share of the mixture the expert's own estimate keeps (target = speech + floor * (mixture - speech)):
+        # one for every speech prompt, as the expert's estimate does not depend on the prompt
+        self.expert_floor = expert_floor
         self.voice = voice if speech_expert else None
         self.refiner = refiner if speech_expert else None  # it refines the expert's estimate: nothing without one
         self.sample_rate = general.sample_rate
@@ -168,9 +179,18 @@ class CompositeSeparator:
         it matched no class."""
         return canonical(route.target_class) if route.target_class is not None else prompt
 
+    def general_floor(self, route: Route, spans: Sequence[Span], example) -> float:
+        """The general separator's mask floor for a prompt: the calibrated floor of the class a text prompt was
+        matched to (docs/model_card.md, "Never confidently wrong"), else the separator's own (spans and examples
+        were not calibrated)."""
+        if route.target_class is None or spans or example is not None:
+            return self.general.mask_floor
+        return self.class_floors.get(route.target_class, self.general.mask_floor)
+
     def _branch_state(self, branch: str, route: Route, prompt, spans, example):
         if branch == GENERAL:
-            return self.general.init_stream(self.general_text(route, prompt), spans, example)
+            return self.general.init_stream(self.general_text(route, prompt), spans, example,
+                                            mask_floor=self.general_floor(route, spans, example))
         if branch == VOICE:
             # The picker's prompt: the enrollment clip's speaker embedding, and the gender's canonical wording when
             # the text beside the clip names one.
@@ -231,7 +251,8 @@ class CompositeSeparator:
         if branch == state.branch == GENERAL:
             # The general separator's own context (cached keys/values, recurrent state) carries on; the session
             # crossfades from the old separation meanwhile.
-            self.general.set_prompt(state.branch_state, self.general_text(route, prompt), spans, example)
+            self.general.set_prompt(state.branch_state, self.general_text(route, prompt), spans, example,
+                                    mask_floor=self.general_floor(route, spans, example))
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
             state.align = self._align(branch)
@@ -248,7 +269,7 @@ class CompositeSeparator:
         # the same network scored +1.1 dB on the mixture and -0.9 dB on the expert's speech estimate, whose
         # artefacts it was not trained on (docs/model_card.md, "Voice picker"); and it hears it undelayed.
         if state.branch == EXPERT:
-            return speech if state.branch_state is None else np.stack([mixture, speech])  # the refiner hears both
+            return np.stack([mixture, speech])  # the expert's floor or the refiner mixes them
         if state.branch == VOICE:
             return normalized
         if speech is not None and state.route.remove_speech:
@@ -259,7 +280,8 @@ class CompositeSeparator:
         """One hop of each state's branch (all states on the same branch) -> aligned targets [N, hop]."""
         branch = states[0].branch
         if branch == EXPERT and states[0].branch_state is None:
-            out = np.stack(inputs)
+            mixture, speech = np.stack(inputs).transpose(1, 0, 2)
+            out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT:
             both = np.stack(inputs)
             out = self.refiner.stream_step([s.branch_state for s in states], both[:, 0], expert=both[:, 1])[:, 0]
@@ -337,12 +359,19 @@ class CompositeSeparator:
         if self._pool is not None:
             self._pool.reserve(streams)
 
-    @staticmethod
-    def describe_state(state: CompositeState) -> dict:
-        """How a stream's prompt was understood: the branch serving it and the class wording nearest to its text
-        (None when none is near enough: the general separator then hears the text as it is)."""
+    def describe_state(self, state: CompositeState) -> dict:
+        """How a stream's prompt was understood: the branch serving it, the class wording nearest to its text
+        (None when none is near enough: the general separator then hears the text as it is), and the share of its
+        input the serving part keeps at least (the general separator's class floor, the expert's floor; None for
+        the voice picker and a speech refiner)."""
+        if state.branch == GENERAL:
+            floor = state.branch_state.mask_floor
+        elif state.branch == EXPERT and self.refiner is None:
+            floor = self.expert_floor
+        else:
+            floor = None
         return {"branch": state.branch, "class": state.route.target_class,
-                "similarity": round(float(state.route.similarity), 3)}
+                "similarity": round(float(state.route.similarity), 3), "mask_floor": floor}
 
     @staticmethod
     def close(state: CompositeState) -> None:
@@ -351,12 +380,14 @@ class CompositeSeparator:
             state.expert.stream.close()
 
 
-def load_default(speech_expert: bool = True, mask_floor: float = GENERAL_MASK_FLOOR) -> CompositeSeparator:
+def load_default(speech_expert: bool = True, mask_floor: float | None = None) -> CompositeSeparator:
     """The packaged default model: the general separator's, the voice picker's and the speech refiner's weights
-    from model/weights/ (each network when it is shipped), with the speech expert unless `speech_expert` is False."""
+    from model/weights/ (each network when it is shipped), with the speech expert unless `speech_expert` is False.
+    The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`); a
+    `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
     from samstream.model.embedded import WEIGHTS_DIR, load_embedded
 
-    general = load_embedded(mask_floor=mask_floor)
+    general = load_embedded(mask_floor=GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
     for name in ("voice", "speech"):
         path = WEIGHTS_DIR / f"{name}.safetensors"
@@ -364,4 +395,26 @@ def load_default(speech_expert: bool = True, mask_floor: float = GENERAL_MASK_FL
             from samstream.model.masknet import MaskNetSeparator, load_masknet
 
             parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
-    return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"))
+    floors, expert_floor = load_floors(WEIGHTS_DIR) if mask_floor is None else ({}, 0.0)
+    return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
+
+
+def load_floors(weights_dir) -> tuple[dict[str, float], float]:
+    """The general separator's per-class mask floors and the speech expert's floor (`samstream calibrate` writes
+    them beside the general weights), checked against the weights they were calibrated for: floors of other
+    weights would keep the wrong share."""
+    from samstream.model.errors import ModelLoadError
+
+    path = weights_dir / FLOORS_FILE
+    if not path.is_file():
+        return {}, 0.0
+    table = json.loads(path.read_text())
+    weights = weights_dir / table["general_weights"]
+    if not weights.is_file() or file_sha256(weights) != table["general_weights_sha256"]:
+        raise ModelLoadError(f"{path} was calibrated for other general weights than {weights}: run `samstream "
+                             f"calibrate` on an evaluation set to calibrate them again, or delete {path}")
+    return {name: float(floor) for name, floor in table["floors"].items()}, float(table["expert_floor"])
+
+
+def file_sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

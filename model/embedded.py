@@ -277,6 +277,13 @@ class StreamState:
     context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer [1,H,P,hd], P <= window
     next_frame: int = 0  # index of the first pending frame
     emitted: int = 0  # output samples emitted so far
+    mask_floor: float = 0.0  # the share of the mixture this session's mask keeps at least (`EmbeddedSeparator._mask`)
+
+
+def check_share(value: float, name: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
 
 
 class EmbeddedSeparator:
@@ -285,16 +292,13 @@ class EmbeddedSeparator:
     def __init__(self, model: EmbeddedModel, text_encoder=None, noise_seed: int = 0, mask_floor: float = 0.0):
         from samstream.model.text import PromptCache
 
-        if not 0.0 <= mask_floor <= 1.0:
-            raise ValueError(f"mask_floor must lie in [0, 1], got {mask_floor}")
-
         self.model = model.eval()
         self.config = model.config
         self.sample_rate = self.config.sample_rate
         self.chunk_samples = self.config.chunk_samples
         self.delay_samples = self.config.delay_samples
         self.noise_seed = noise_seed
-        self.mask_floor = mask_floor
+        self.mask_floor = check_share(mask_floor, "mask_floor")
         self._text_encoder = text_encoder
         self._prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self._time_cond: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -397,11 +401,12 @@ class EmbeddedSeparator:
         final = solve(lambda t, x: self.model.state_velocity(tokens, x, t, memory, context_kv), noise, solver)
         return self._mask(final)
 
-    def _mask(self, state: torch.Tensor) -> torch.Tensor:
-        """The solver's final state as a mask, lifted to at least `mask_floor`: where the network cannot find the
-        target, a floor keeps that much of the mixture instead of a confidently wrong silence."""
-        mask = state_to_mask(state)
-        return mask if self.mask_floor == 0.0 else self.mask_floor + (1.0 - self.mask_floor) * mask
+    def _mask(self, state: torch.Tensor, floor: float | torch.Tensor | None = None) -> torch.Tensor:
+        """The solver's final state as a mask, lifted to at least `floor` (default `mask_floor`; a [N, 1, 1] tensor
+        gives each row its own): where the network cannot find the target, a floor keeps that much of the mixture
+        instead of a confidently wrong silence."""
+        floor = self.mask_floor if floor is None else floor
+        return floor + (1.0 - floor) * state_to_mask(state)
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -417,9 +422,9 @@ class EmbeddedSeparator:
         return out[self.delay_samples : self.delay_samples + len(wav)]
 
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                    example_rate: int | None = None) -> StreamState:
+                    example_rate: int | None = None, mask_floor: float | None = None) -> StreamState:
         """A fresh session. `example` is an example clip at `example_rate` (default: the model rate), or a
-        (clip, rate) pair."""
+        (clip, rate) pair; `mask_floor` overrides the separator's for this session."""
         if prompt is None and not spans and example is None:
             raise PromptError("give a prompt: text, a time span, or an audio example")
         if example is not None and not isinstance(example, tuple):
@@ -432,14 +437,15 @@ class EmbeddedSeparator:
             input_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
             mixture_delay=np.zeros(self.delay_samples, dtype=np.float32),
             ola_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
+            mask_floor=check_share(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"),
         )
 
     def set_prompt(self, state: StreamState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                   example_rate: int | None = None) -> None:
+                   example_rate: int | None = None, mask_floor: float | None = None) -> None:
         """Switch a session to a new prompt from its next chunk. Cached context keys/values keep the old prompt's
         influence until they slide out of the attention window (the engine crossfades meanwhile)."""
-        fresh = self.init_stream(prompt, spans, example, example_rate)
-        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+        fresh = self.init_stream(prompt, spans, example, example_rate, mask_floor)
+        state.prompt, state.anchors, state.mask_floor = fresh.prompt, fresh.anchors, fresh.mask_floor
 
     @torch.inference_mode()
     def stream_step(self, states: list[StreamState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
@@ -533,7 +539,8 @@ class EmbeddedSeparator:
             out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time)
             return model.velocity(out, x, t)
 
-        mask = self._mask(solve(velocity, noise, solver))
+        floors = torch.tensor([s.mask_floor for s in states])[:, None, None]
+        mask = self._mask(solve(velocity, noise, solver), floors)
         spectra = torch.stack([torch.stack(s.pending_spectra[:frames_c]) for s in states])
         keep = (c.context_chunks - 1) * frames_c
         for row, state in enumerate(states):

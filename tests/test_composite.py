@@ -72,6 +72,24 @@ def test_enrollments_go_to_the_voice_picker_and_gender_wordings_to_the_expert(mo
     assert model.plan("dog barking", example=clip)[0] == GENERAL
 
 
+def test_a_class_prompt_gets_its_calibrated_mask_floor(model, speech_in_sounds):
+    """The general separator keeps each class's calibrated floor and the expert its own (`samstream calibrate`);
+    text matching no class, spans and audio examples keep the default floor. A floor of 1 keeps the whole input:
+    for a vocal class (no speech taken out first) and for speech the target is the mixture, as it arrived."""
+    from samstream.model.composite import GENERAL_MASK_FLOOR, CompositeSeparator
+
+    assert all(0.0 <= floor <= 1.0 for floor in [*model.class_floors.values(), model.expert_floor])
+    floored = CompositeSeparator(model.general, model.voice, True, model.refiner, {"singing": 1.0, "bell": 0.0},
+                                 expert_floor=1.0)
+    floor = lambda *args, **kwargs: floored.describe_state(floored.init_stream(*args, **kwargs))["mask_floor"]
+    assert floor("a person singing") == 1.0 and floor("bell") == 0.0 and floor("speech") == 1.0
+    assert floor("the hum of the fridge in the kitchen") == GENERAL_MASK_FLOOR
+    assert floor("singing", spans=[("+", 0.0, 1.0)]) == GENERAL_MASK_FLOOR
+    mixture, _ = speech_in_sounds
+    for prompt in ("singing", "speech"):
+        assert si_sdr(floored.stream_file(mixture, prompt), mixture) > 40.0
+
+
 def test_the_voice_picker_hears_the_stream_as_it_arrives(model, speech_in_sounds):
     """Not delayed like the general separator (the delay line's leading zeros cost the picker 2.7 dB on held-out
     overlapped pairs): the default model's output is the picker's on the level-normalised input, delayed to the

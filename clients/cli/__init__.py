@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mic": ("samstream.clients.cli.mic", "microphone -> separation (in process or via a server) -> speakers/file"),
     "data": ("samstream.model.training.cli_data", "fetch, index and render training data; build evaluation sets"),
     "eval": ("samstream.model.training.evaluate", "SI-SDR improvement of a model on an evaluation directory"),
+    "calibrate": ("samstream.model.training.calibrate",
+                  "calibrate the default model's per-class mask floors on an evaluation set"),
     "train": ("samstream.model.training.cli_train", "train (or resume) the embedded model or the baseline"),
     "curves": ("samstream.model.training.curves", "held-out learning curves of training runs per CPU minute (SVG + table)"),
 }

@@ -241,8 +241,9 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     """`tiny` is the default model (the composite; `speech_expert=False`: its networks alone). A trained network
     (run folder / checkpoint / .safetensors) is evaluated alone, or with `composite` as the default model's general
     part (its voice picker or speech refiner, for a network trained on the voice or speech task), beside the
-    shipped other parts; inside the default model its general separator runs with `mask_floor` (default: the
-    default model's)."""
+    shipped other parts; inside the default model its general separator runs with `mask_floor` for every prompt
+    (default: the default model's floors, calibrated per class for the shipped general weights; a trained general
+    network gets GENERAL_MASK_FLOOR, as those floors are not its own)."""
     from samstream.model.composite import GENERAL_MASK_FLOOR
     from samstream.model.errors import ModelLoadError
 
@@ -257,7 +258,7 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     if name == "tiny":
         from samstream.model.composite import load_default
 
-        return composite_estimator(load_default(speech_expert, floor), steps)
+        return composite_estimator(load_default(speech_expert, mask_floor), steps)
     path = DEFAULT_BASELINE if name == "baseline" else Path(name)
     if path.is_dir():
         path = path / "model.safetensors"
@@ -286,12 +287,15 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
         return masknet_estimator(network) if arch == "masknet" else embedded_estimator(network, stream, steps)
     from samstream.model.composite import CompositeSeparator, load_default
 
-    shipped = load_default(speech_expert, floor)
+    shipped = load_default(speech_expert, mask_floor)
     if info.get("task") in ("voice", "speech"):
         network._text_vectors = shipped.general.text_vectors
         voice, refiner = (network, shipped.refiner) if info["task"] == "voice" else (shipped.voice, network)
-        return composite_estimator(CompositeSeparator(shipped.general, voice, speech_expert, refiner), steps)
-    return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert, shipped.refiner), steps)
+        return composite_estimator(CompositeSeparator(shipped.general, voice, speech_expert, refiner,
+                                                      shipped.class_floors, shipped.expert_floor), steps)
+    # the class floors were calibrated for the shipped general weights, not for this network; the expert's holds
+    return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert, shipped.refiner,
+                                                  expert_floor=shipped.expert_floor), steps)
 
 
 def composite_estimator(separator, steps: int | None) -> Estimator:
@@ -320,6 +324,18 @@ def export_checkpoint(checkpoint: Path) -> Path:
     return export(model, checkpoint.parent, state["step"], config)
 
 
+SILENT_TARGET, NOTHING_TO_SEPARATE = "silent target", "nothing to separate"
+
+
+def unscorable(item: Item) -> str | None:
+    """Why an item has no SI-SDR improvement to measure (None: it has one)."""
+    if float(np.sum(item.target.astype(np.float64) ** 2)) < 1e-10:
+        return SILENT_TARGET  # a negative query
+    if si_sdr_db(item.mixture, item.target) > NOTHING_TO_SEPARATE_DB:
+        return NOTHING_TO_SEPARATE  # its interferers are silent: any "improvement" is noise
+    return None
+
+
 def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> dict:
     from tqdm import tqdm
 
@@ -328,11 +344,12 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
     per_pair_type: dict[str, list[float]] = {}
     per_interference: dict[str, list[float]] = {}
     for item in tqdm(items, desc="eval", unit="item", disable=not progress, file=sys.stderr):
-        if float(np.sum(item.target.astype(np.float64) ** 2)) < 1e-10:
+        reason = unscorable(item)
+        if reason == SILENT_TARGET:
             skipped += 1
             continue
-        if si_sdr_db(item.mixture, item.target) > NOTHING_TO_SEPARATE_DB:
-            nothing_to_separate.append(item.name)  # its interferers are silent: any "improvement" is noise
+        if reason == NOTHING_TO_SEPARATE:
+            nothing_to_separate.append(item.name)
             continue
         estimate = estimator(item)
         improvement = si_sdr_db(estimate, item.target) - si_sdr_db(item.mixture, item.target)
@@ -386,8 +403,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-speech-expert", action="store_true",
                         help="the default model without its DeepFilterNet3 speech expert (tiny, --composite)")
     parser.add_argument("--mask-floor", type=_share,
-                        help="the general separator's mask floor inside the default model (tiny, --composite; "
-                             "default: the default model's)")
+                        help="one mask floor for the general separator inside the default model, for every prompt, "
+                             "and none for the speech expert (tiny, --composite; default: the default model's floors, "
+                             "calibrated per class)")
     parser.add_argument("--steps", type=int, help="sampling steps (embedded models; default: the model's)")
     parser.add_argument("--limit", type=int, help="only the first N items (sorted by name)")
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
@@ -416,17 +434,14 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from samstream.model.composite import GENERAL_MASK_FLOOR
-
     torch.set_num_threads(args.threads)
-    floor = GENERAL_MASK_FLOOR if args.mask_floor is None else args.mask_floor
     items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
     composite = args.composite or args.model == "tiny"
     result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
-                                            not args.no_speech_expert, floor))
+                                            not args.no_speech_expert, args.mask_floor))
     result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
               "composite": composite, "speech_expert": not args.no_speech_expert,
-              "mask_floor": floor if composite else None,
+              "mask_floor": (args.mask_floor if args.mask_floor is not None else "per class") if composite else None,
               "prompt_index": args.prompt_index, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
