@@ -363,15 +363,19 @@ class CompositeSeparator:
         """How a stream's prompt was understood: the branch serving it, the class wording nearest to its text
         (None when none is near enough: the general separator then hears the text as it is), and the share of its
         input the serving part keeps at least (the general separator's class floor, the expert's floor; None for
-        the voice picker and a speech refiner)."""
-        if state.branch == GENERAL:
-            floor = state.branch_state.mask_floor
-        elif state.branch == EXPERT and self.refiner is None:
-            floor = self.expert_floor
-        else:
-            floor = None
-        return {"branch": state.branch, "class": state.route.target_class,
-                "similarity": round(float(state.route.similarity), 3), "mask_floor": floor}
+        the voice picker and a speech refiner). A floor of 1: that class is not separated, its input passes."""
+        floor = state.branch_state.mask_floor if state.branch == GENERAL else None
+        return self._understood(state.branch, state.route, floor)
+
+    def understand(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> dict:
+        """`describe_state` of a stream this prompt would open, without opening one."""
+        branch, route = self.plan(prompt, spans, example)
+        return self._understood(branch, route, self.general_floor(route, spans, example) if branch == GENERAL else None)
+
+    def _understood(self, branch: str, route: Route, general_floor: float | None) -> dict:
+        floor = self.expert_floor if branch == EXPERT and self.refiner is None else general_floor
+        return {"branch": branch, "class": route.target_class, "similarity": round(float(route.similarity), 3),
+                "mask_floor": floor}
 
     @staticmethod
     def close(state: CompositeState) -> None:

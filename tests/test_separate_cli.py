@@ -222,3 +222,28 @@ def test_missing_side_model_is_a_clear_error(tmp_path, parity_dir, capsys):
     assert main(["separate", str(source), "--prompt", "music", "--candidates", "2", "-o", str(tmp_path / "out"),
                  "--model", "tiny"]) == 2
     assert "need a SAM Audio checkpoint" in capsys.readouterr().err
+
+
+def test_the_default_model_says_when_it_does_not_separate_a_class(tmp_path, capsys):
+    """A class whose calibrated floor is 1 (the network scored below the mixture on it) comes back as its input,
+    and `separate` says so; a class it separates gets no note. Real chimes and rings."""
+    from fixtures.real_audio import real_sounds
+    from fixtures.signals import si_sdr
+    from samstream.clients.cli import main
+    from samstream.model.composite import load_floors
+    from samstream.model.embedded import WEIGHTS_DIR
+
+    floors, _ = load_floors(WEIGHTS_DIR)
+    passed = next(cls for cls, floor in sorted(floors.items()) if floor == 1.0)
+    separated = next(cls for cls, floor in sorted(floors.items()) if floor == 0.0)
+    sounds = real_sounds(3.0)
+    source = tmp_path / "in.wav"
+    sf.write(source, sounds, 16000, subtype="FLOAT")
+    for cls in (passed, separated):
+        assert main(["separate", str(source), "--prompt", cls, "-o", str(tmp_path / cls), "--json"]) == 0
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert summary["understood"]["class"] == cls and summary["understood"]["branch"] == "general"
+        assert ("does not separate" in captured.err) == (cls == passed)
+    target, _ = sf.read(tmp_path / passed / "target.wav", dtype="float32")
+    assert si_sdr(target, sounds) > 20.0  # no speech here: the input passes (the expert's estimate of it is slight)

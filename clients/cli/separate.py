@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from samstream.model.anchors import parse_span
 from samstream.model.errors import PromptError
@@ -90,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, progress=True, predict_spans=args.predict_spans,
                        candidates=args.candidates)
         if args.predict_spans or args.candidates > 1:
-            import sys
-
             from samstream.model.components import side_models_for
 
             separator.side_models = side_models_for(args.model, args.span_predictor, args.judge,
@@ -116,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
     summary = {"target": str(out / "target.wav"), "residual": str(out / "residual.wav"),
                "sample_rate": result.sample_rate, "samples": int(result.target.shape[-1])}
     print(f"wrote {summary['target']} and {summary['residual']} ({summary['samples']} samples at {rate} Hz)")
+    if hasattr(separator, "understand"):  # the default model says how it took the prompt
+        summary["understood"] = separator.understand(args.prompt, args.span, enrollment)
+        if summary["understood"]["mask_floor"] == 1.0:
+            print(f"note: the default model does not separate {summary['understood']['class']!r}: the target is the "
+                  "input (less any speech the speech expert finds), as it scored below the mixture on that class "
+                  "(docs/model_card.md, \"Never confidently wrong\")", file=sys.stderr)
     if getattr(result, "predicted_spans", None) is not None:
         summary["predicted_spans"] = [list(span) for span in result.predicted_spans]
         print("predicted spans: " + (", ".join(f"{s}:{a:.2f}-{b:.2f}" for s, a, b in result.predicted_spans)
