@@ -55,10 +55,10 @@ from samstream.model.separator import Separation
 
 EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 
-# The general separator's mask floor inside the default model: it keeps at least this share of its input, so a
-# target the network cannot find comes out near the mixture instead of confidently wrong. Chosen on half of the
-# held-out set (items 0-4 of each class: the largest floor that did not lower the 14 non-speech classes' mean) and
-# checked on the other half (docs/model_card.md, "Never confidently wrong").
+# The general separator's mask floor inside the default model where no calibrated one applies (a wording that
+# matches no class, spans, audio examples): it keeps at least this share of its input, so a target the network
+# cannot find comes out near the mixture instead of confidently wrong. The one floor for every class before the
+# calibrated ones, chosen on half of the held-out set and checked on the other (docs/model_card.md).
 GENERAL_MASK_FLOOR = 0.15
 # Floors calibrated on an evaluation set of held-out sources (`samstream calibrate`), beside the general weights: each
 # class the general separator serves keeps the floor that separated its items best, from none to the whole input

@@ -439,9 +439,10 @@ def run(args: argparse.Namespace) -> int:
     composite = args.composite or args.model == "tiny"
     result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
                                             not args.no_speech_expert, args.mask_floor))
+    floor = "per class" if args.mask_floor is None else args.mask_floor
     result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
               "composite": composite, "speech_expert": not args.no_speech_expert,
-              "mask_floor": (args.mask_floor if args.mask_floor is not None else "per class") if composite else None,
+              "mask_floor": floor if composite else None,
               "prompt_index": args.prompt_index, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
