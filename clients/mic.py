@@ -25,6 +25,7 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
+from samstream.clients import not_separated_note
 from samstream.model.errors import UserFacingError
 
 
@@ -94,6 +95,7 @@ def check_devices(sd, options: "MicOptions") -> None:
 
 class Backend(Protocol):
     latency_samples: int
+    understood: dict | None  # how the model took the prompt (docs/protocol.md)
 
     def process(self, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -110,6 +112,7 @@ class InProcessBackend:
 
         self.session = StreamSession(processor, sample_rate, prompt)
         self.latency_samples = self.session.latency_samples
+        self.understood = self.session.understood()
 
     def process(self, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.session.push(pcm)
@@ -144,6 +147,7 @@ class ServerBackend:
         if started.get("type") != "started":
             raise ServerError(f"unexpected reply to start: {started}")
         self.latency_samples = int(started["latency_samples"])
+        self.understood = started.get("understood")
         self._last_metrics: dict = {}
 
     def _next_json(self) -> dict:
@@ -239,6 +243,8 @@ def run_mic(backend: Backend, options: MicOptions, sd=None, log: TextIO = sys.st
     sd = sd or import_sounddevice()
     import soundfile as sf
 
+    if note := not_separated_note(backend.understood):
+        log.write(note + "\n")
     gains = HEAR[options.hear]
     rate = options.sample_rate
     total = None if options.seconds is None else round(options.seconds * rate)

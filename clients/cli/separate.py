@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 
+from samstream.clients import not_separated_note
 from samstream.model.anchors import parse_span
 from samstream.model.errors import PromptError
 
@@ -117,10 +118,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {summary['target']} and {summary['residual']} ({summary['samples']} samples at {rate} Hz)")
     if hasattr(separator, "understand"):  # the default model says how it took the prompt
         summary["understood"] = separator.understand(args.prompt, args.span, enrollment)
-        if summary["understood"]["mask_floor"] == 1.0:
-            print(f"note: the default model does not separate {summary['understood']['class']!r}: the target is the "
-                  "input (less any speech the speech expert finds), as it scored below the mixture on that class "
-                  "(docs/model_card.md, \"Never confidently wrong\")", file=sys.stderr)
+        if note := not_separated_note(summary["understood"]):
+            print(note, file=sys.stderr)
     if getattr(result, "predicted_spans", None) is not None:
         summary["predicted_spans"] = [list(span) for span in result.predicted_spans]
         print("predicted spans: " + (", ".join(f"{s}:{a:.2f}-{b:.2f}" for s, a, b in result.predicted_spans)
