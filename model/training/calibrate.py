@@ -9,8 +9,8 @@ linear, so the default model's target at any floor f is exactly f·(its target a
 at floor 0): two runs per item give every floor of the grid. Each general class gets the floor of the grid with
 the best mean SI-SDR improvement on its items, the expert the best on the speech classes' items pooled (the
 smallest floor on ties), written beside the general weights with their SHA-256 (`load_floors` refuses floors
-calibrated for other weights). Calibrate on a set other than the one you report on (`samstream data build-eval
-DIR --seed 7`: fresh mixtures; docs/model_card.md says which). Training-time only.
+calibrated for other weights). Calibrate on sets other than the one you report on (`samstream data build-eval
+DIR --seed 7`: fresh mixtures; several sets are pooled; docs/model_card.md says which). Training-time only.
 """
 
 from __future__ import annotations
@@ -72,11 +72,13 @@ def summary(rows: np.ndarray, floor: float) -> dict:
     means = rows.mean(0)
     return {"n": len(rows), "floor": floor, "si_sdri_db": round(float(means[GRID.index(floor)]), 3),
             "si_sdri_db_no_floor": round(float(means[0]), 3),
-            "si_sdri_db_default_floor": round(float(means[GRID.index(GENERAL_MASK_FLOOR)]), 3)}
+            "si_sdri_db_default_floor": round(float(means[GRID.index(GENERAL_MASK_FLOOR)]), 3),
+            "si_sdri_db_per_floor": [round(float(mean), 3) for mean in means]}  # along GRID
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", type=Path, help="calibration set (samstream data build-eval): one folder per item")
+    parser.add_argument("directories", type=Path, nargs="+", metavar="directory",
+                        help="calibration sets (samstream data build-eval), one folder per item; several are pooled")
     parser.add_argument("--out", type=Path,
                         help="where to write the floors (default: beside the shipped general weights, where the "
                              "default model reads them)")
@@ -95,13 +97,15 @@ def run(args: argparse.Namespace) -> int:
     from samstream.model.training.evaluate import load_items
 
     torch.set_num_threads(args.threads)
-    items = load_items(args.directory, per_class=args.per_class, classes=args.classes)
+    items = [item for directory in args.directories
+             for item in load_items(directory, per_class=args.per_class, classes=args.classes)]
     out = args.out or WEIGHTS_DIR / FLOORS_FILE
     separator = load_default(mask_floor=0.0)  # one floor for every prompt, set per run below
     scores = floor_scores(separator, items)
     if not scores:
-        raise UserFacingError(f"{args.directory} has no items the general separator or the speech expert serves "
-                              "(enrollments go to the voice picker): build one with `samstream data build-eval`")
+        raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator or the speech "
+                              "expert serves (enrollments go to the voice picker): build a set with `samstream data "
+                              "build-eval`")
     # each general class its own floor; the expert one floor for every speech class (its estimate does not depend
     # on the prompt), chosen on their items pooled
     general = {cls: summary(rows, best_floor(rows)) for cls, (branch, rows) in scores.items() if branch == GENERAL}
@@ -111,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     table = {"general_weights": weights.name, "general_weights_sha256": file_sha256(weights),
              "floors": {cls: row["floor"] for cls, row in general.items()},
              "expert_floor": expert["floor"] if expert else 0.0,
-             "calibration": {"directory": str(args.directory), "grid": list(GRID), "per_class": general,
-                             "expert": expert}}
+             "calibration": {"directories": list(map(str, args.directories)), "grid": list(GRID),
+                             "per_class": general, "expert": expert}}
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{'class':>16}  {'n':>3}  floor  SI-SDRi at it / no floor / {GENERAL_MASK_FLOOR}")
     for cls, row in [*general.items(), *([("(speech expert)", expert)] if expert else [])]:
