@@ -46,7 +46,7 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import EmbeddedSeparator
+from samstream.model.embedded import EmbeddedSeparator, check_share
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
@@ -121,10 +121,12 @@ class CompositeSeparator:
     def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None,
                  class_floors: dict[str, float] | None = None, expert_floor: float = 0.0) -> None:
         self.general = general
-        self.class_floors = dict(class_floors or {})  # class -> the general separator's calibrated mask floor
+        # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
+        self.class_floors = {name: check_share(floor, f"the mask floor of {name!r}")
+                             for name, floor in (class_floors or {}).items()}
         # the share of the mixture the expert's own estimate keeps (target = speech + floor * (mixture - speech)):
         # one for every speech prompt, as the expert's estimate does not depend on the prompt
-        self.expert_floor = expert_floor
+        self.expert_floor = check_share(expert_floor, "expert_floor")
         self.voice = voice if speech_expert else None
         self.refiner = refiner if speech_expert else None  # it refines the expert's estimate: nothing without one
         self.sample_rate = general.sample_rate

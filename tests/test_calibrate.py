@@ -68,6 +68,10 @@ def test_floors_of_other_weights_are_refused(tmp_path):
              "expert_floor": 0.1}
     (tmp_path / FLOORS_FILE).write_text(json.dumps(table))
     assert load_floors(tmp_path) == ({"bell": 0.6}, 0.1)
+    from samstream.model.composite import CompositeSeparator
+
+    with pytest.raises(ValueError, match="the mask floor of 'bell'"):  # a floor outside [0, 1], before any stream
+        CompositeSeparator(load_default(mask_floor=0.0).general, speech_expert=False, class_floors={"bell": 1.5})
     weights.write_bytes(b"retrained weights")
     with pytest.raises(ModelLoadError, match="samstream calibrate"):
         load_floors(tmp_path)
