@@ -36,7 +36,7 @@ BROWSERS = ("chromium", "firefox")
 CHROMIUM = Path("/usr/bin/chromium")
 FIREFOX = Path("/usr/bin/firefox-esr")
 VIEWPORT = {"width": 1360, "height": 900}
-SHOWN = ("status", "m-latency", "m-rtf", "m-level", "m-time", "prompt-now", "mix-label", "error")
+SHOWN = ("status", "m-latency", "m-rtf", "m-level", "m-time", "prompt-now", "prompt-understood", "mix-label", "error")
 
 # Marionette's own profile already switches off updates, telemetry and first-run pages.
 FIREFOX_PREFS = {

@@ -225,6 +225,7 @@ async function start(options = {}) {
     const answer = await Promise.race([answered, failed]);
     app.answer = answer;
     $("m-latency").textContent = `${answer.latency_ms.toFixed(0)} ms`;
+    showUnderstood(answer.understood);
     await pc.setRemoteDescription({ type: "answer", sdp: preferHighQualityOpus(answer.answer.sdp) });
     await Promise.race([channelOpen(app.channel), failed]);
     app.statsTimer = setInterval(readStats, 1000);
@@ -440,6 +441,7 @@ function onControlMessage(message) {
   } else if (message.type === "prompt") {
     noteEnrollment(message);
     showPrompt(message.prompt);
+    showUnderstood(message.understood);
   } else if (message.type === "error") {
     if (message.request === "enroll") app.enrolling = false;
     showError(`server: ${message.message}`);
@@ -493,6 +495,30 @@ function showPrompt(prompt) {
   app.prompt = prompt;
   $("prompt-now").textContent = describePrompt(prompt);
   if (!app.boxStart) drawBox(prompt && prompt.box); // the server's box, unless one is being drawn
+}
+
+// How the model took the prompt (`understood`, docs/protocol.md; null when the model does not say). A class
+// whose calibrated floor is 1 is one the default model cannot separate: say so, as `samstream separate` does.
+const BRANCHES = { expert: "the speech expert", voice: "the voice picker", general: "the general separator" };
+
+function describeUnderstood(understood) {
+  if (!understood) return { text: "", warning: false };
+  const served = BRANCHES[understood.branch] || understood.branch;
+  const similarity = typeof understood.similarity === "number" ? ` (similarity ${understood.similarity.toFixed(2)})` : "";
+  const heard = understood.class ? `heard as "${understood.class}"${similarity}`
+    : understood.branch === "voice" ? "the enrolled voice" : "no class near it";
+  if (understood.mask_floor === 1) {
+    return { warning: true, text: `not separated: the default model cannot separate "${understood.class}", so the `
+      + "target is your input (less any speech the speech expert finds)" };
+  }
+  return { text: `${heard}, served by ${served}`, warning: false };
+}
+
+function showUnderstood(understood) {
+  const { text, warning } = describeUnderstood(understood);
+  const element = $("prompt-understood");
+  element.textContent = text;
+  element.className = warning ? "status warning" : "status";
 }
 
 // ------------------------------------------------------------------------------------------- visual prompt
@@ -671,6 +697,7 @@ window.samstream = {
     return { sampleRate: recording.sampleRate, input: toBase64(recording.input), output: toBase64(recording.output) };
   },
   saveRecording,
+  describeUnderstood,
   state: () => ({ status: app.status, answer: app.answer, metrics: app.metrics, prompt: app.prompt,
                   errors: app.errors, stats: app.stats, enrollment: app.enrollment,
                   voiceShown: ["voice-enrolled", "voice-input-value", "voice-output-value"].map((id) => $(id).textContent) }),

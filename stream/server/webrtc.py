@@ -459,6 +459,7 @@ class WebRTCPeer:
             "latency_samples": self.handle.latency_samples,
             "latency_ms": 1000.0 * self.handle.latency_samples / RATE,
             "model_rate": self.model_rate,
+            "understood": understood(self.handle),  # how the model took the first prompt (docs/protocol.md)
         }
 
     async def add_candidate(self, message: dict) -> None:
