@@ -46,7 +46,7 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import EmbeddedSeparator, check_share
+from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, EmbeddedSeparator, Floor, check_floor, check_share, lowest_share
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
@@ -61,9 +61,9 @@ EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 # calibrated ones, chosen on half of the held-out set and checked on the other (docs/model_card.md).
 GENERAL_MASK_FLOOR = 0.15
 # Floors calibrated on an evaluation set of held-out sources (`samstream calibrate`), beside the general weights: each
-# class the general separator serves keeps the floor that separated its items best, from none to the whole input
-# (prompts that match no class, spans and audio examples keep GENERAL_MASK_FLOOR), and the speech expert's estimate
-# keeps one share of the mixture for every speech prompt.
+# class the general separator serves keeps the floor that separated its items best, from none to the whole input,
+# one share for every frequency or one per band (prompts that match no class, spans and audio examples keep
+# GENERAL_MASK_FLOOR), and the speech expert's estimate keeps one share of the mixture for every speech prompt.
 FLOORS_FILE = "floors.json"
 
 
@@ -119,10 +119,10 @@ class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
     def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None,
-                 class_floors: dict[str, float] | None = None, expert_floor: float = 0.0) -> None:
+                 class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0) -> None:
         self.general = general
         # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
-        self.class_floors = {name: check_share(floor, f"the mask floor of {name!r}")
+        self.class_floors = {name: check_floor(floor, f"the mask floor of {name!r}")
                              for name, floor in (class_floors or {}).items()}
         # the share of the mixture the expert's own estimate keeps (target = speech + floor * (mixture - speech)):
         # one for every speech prompt, as the expert's estimate does not depend on the prompt
@@ -181,7 +181,7 @@ class CompositeSeparator:
         it matched no class."""
         return canonical(route.target_class) if route.target_class is not None else prompt
 
-    def general_floor(self, route: Route, spans: Sequence[Span], example) -> float:
+    def general_floor(self, route: Route, spans: Sequence[Span], example) -> Floor:
         """The general separator's mask floor for a prompt: the calibrated floor of the class a text prompt was
         matched to (docs/model_card.md, "Never confidently wrong"), else the separator's own (spans and examples
         were not calibrated)."""
@@ -364,8 +364,10 @@ class CompositeSeparator:
     def describe_state(self, state: CompositeState) -> dict:
         """How a stream's prompt was understood: the branch serving it, the class wording nearest to its text
         (None when none is near enough: the general separator then hears the text as it is), and the share of its
-        input the serving part keeps at least (the general separator's class floor, the expert's floor; None for
-        the voice picker and a speech refiner). A floor of 1: that class is not separated, its input passes."""
+        input the serving part keeps at least at every frequency (the general separator's class floor, the
+        expert's floor; None for the voice picker and a speech refiner), with the general separator's floor per
+        band where it has one (`band_floors`, bands split at FLOOR_BAND_EDGES_HZ). A floor of 1: that class is not
+        separated, its input passes."""
         floor = state.branch_state.mask_floor if state.branch == GENERAL else None
         return self._understood(state.branch, state.route, floor)
 
@@ -374,10 +376,11 @@ class CompositeSeparator:
         branch, route = self.plan(prompt, spans, example)
         return self._understood(branch, route, self.general_floor(route, spans, example) if branch == GENERAL else None)
 
-    def _understood(self, branch: str, route: Route, general_floor: float | None) -> dict:
+    def _understood(self, branch: str, route: Route, general_floor: Floor | None) -> dict:
         floor = self.expert_floor if branch == EXPERT and self.refiner is None else general_floor
         return {"branch": branch, "class": route.target_class, "similarity": round(float(route.similarity), 3),
-                "mask_floor": floor}
+                "mask_floor": None if floor is None else lowest_share(floor),
+                "band_floors": list(floor) if isinstance(floor, tuple) else None}
 
     @staticmethod
     def close(state: CompositeState) -> None:
@@ -405,7 +408,7 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None) ->
     return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
 
 
-def load_floors(weights_dir) -> tuple[dict[str, float], float]:
+def load_floors(weights_dir) -> tuple[dict[str, Floor], float]:
     """The general separator's per-class mask floors and the speech expert's floor (`samstream calibrate` writes
     them beside the general weights), checked against the weights they were calibrated for: floors of other
     weights would keep the wrong share."""
@@ -419,7 +422,11 @@ def load_floors(weights_dir) -> tuple[dict[str, float], float]:
     if not weights.is_file() or file_sha256(weights) != table["general_weights_sha256"]:
         raise ModelLoadError(f"{path} was calibrated for other general weights than {weights}: run `samstream "
                              f"calibrate` on an evaluation set to calibrate them again, or delete {path}")
-    return {name: float(floor) for name, floor in table["floors"].items()}, float(table["expert_floor"])
+    if tuple(table.get("floor_band_edges_hz", FLOOR_BAND_EDGES_HZ)) != FLOOR_BAND_EDGES_HZ:
+        raise ModelLoadError(f"{path} has per-band floors for other bands ({table['floor_band_edges_hz']} Hz) than this "
+                             f"code's {list(FLOOR_BAND_EDGES_HZ)}: run `samstream calibrate` again")
+    floors = {name: tuple(floor) if isinstance(floor, list) else float(floor) for name, floor in table["floors"].items()}
+    return floors, float(table["expert_floor"])
 
 
 def file_sha256(path) -> str:

@@ -277,7 +277,7 @@ class StreamState:
     context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer [1,H,P,hd], P <= window
     next_frame: int = 0  # index of the first pending frame
     emitted: int = 0  # output samples emitted so far
-    mask_floor: float = 0.0  # the share of the mixture this session's mask keeps at least (`EmbeddedSeparator._mask`)
+    mask_floor: Floor = 0.0  # the share of the mixture this session's mask keeps at least (`EmbeddedSeparator._mask`)
 
 
 def check_share(value: float, name: str) -> float:
@@ -286,10 +286,32 @@ def check_share(value: float, name: str) -> float:
     return float(value)
 
 
+# A mask floor is one share for every frequency, or one per band of FLOOR_BAND_EDGES_HZ (below 500 Hz, 500-1500,
+# 1500-4000, above 4000 Hz): a class the network finds in some bands and not in others (applause, door, bell) keeps
+# more of its input where it cannot (calibrated, docs/model_card.md "Never confidently wrong").
+FLOOR_BAND_EDGES_HZ = (500.0, 1500.0, 4000.0)
+Floor = float | tuple[float, ...]
+
+
+def check_floor(value, name: str) -> Floor:
+    """A mask floor: a share in [0, 1], or a sequence of one share per band (FLOOR_BAND_EDGES_HZ)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(FLOOR_BAND_EDGES_HZ) + 1:
+            raise ValueError(f"{name} needs one share per band ({len(FLOOR_BAND_EDGES_HZ) + 1}: edges "
+                             f"{', '.join(f'{edge:g}' for edge in FLOOR_BAND_EDGES_HZ)} Hz), got {len(value)}")
+        return tuple(check_share(share, f"{name} (band {band})") for band, share in enumerate(value))
+    return check_share(value, name)
+
+
+def lowest_share(floor: Floor) -> float:
+    """The share of its input a floor keeps at least, at every frequency."""
+    return min(floor) if isinstance(floor, tuple) else floor
+
+
 class EmbeddedSeparator:
     """The `Separator` for the embedded model, plus the chunk-step streaming API used by the engine."""
 
-    def __init__(self, model: EmbeddedModel, text_encoder=None, noise_seed: int = 0, mask_floor: float = 0.0):
+    def __init__(self, model: EmbeddedModel, text_encoder=None, noise_seed: int = 0, mask_floor: Floor = 0.0):
         from samstream.model.text import PromptCache
 
         self.model = model.eval()
@@ -298,7 +320,7 @@ class EmbeddedSeparator:
         self.chunk_samples = self.config.chunk_samples
         self.delay_samples = self.config.delay_samples
         self.noise_seed = noise_seed
-        self.mask_floor = check_share(mask_floor, "mask_floor")
+        self.mask_floor = check_floor(mask_floor, "mask_floor")
         self._text_encoder = text_encoder
         self._prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self._time_cond: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -401,12 +423,20 @@ class EmbeddedSeparator:
         final = solve(lambda t, x: self.model.state_velocity(tokens, x, t, memory, context_kv), noise, solver)
         return self._mask(final)
 
-    def _mask(self, state: torch.Tensor, floor: float | torch.Tensor | None = None) -> torch.Tensor:
-        """The solver's final state as a mask, lifted to at least `floor` (default `mask_floor`; a [N, 1, 1] tensor
-        gives each row its own): where the network cannot find the target, a floor keeps that much of the mixture
-        instead of a confidently wrong silence."""
-        floor = self.mask_floor if floor is None else floor
+    def _mask(self, state: torch.Tensor, floors: list[Floor] | None = None) -> torch.Tensor:
+        """The solver's final state [N, frames, bins] as a mask, lifted to at least each row's floor (default
+        `mask_floor` for every row): where the network cannot find the target, a floor keeps that much of the
+        mixture instead of a confidently wrong silence."""
+        floors = floors or [self.mask_floor] * state.shape[0]
+        floor = torch.stack([self.floor_per_bin(f) for f in floors])[:, None, :]
         return floor + (1.0 - floor) * state_to_mask(state)
+
+    def floor_per_bin(self, floor: Floor) -> torch.Tensor:
+        """A floor as the share kept in each STFT bin [bins]."""
+        if not isinstance(floor, tuple):
+            return torch.full((self.config.bins,), float(floor))
+        hz = torch.arange(self.config.bins) * (self.sample_rate / self.config.n_fft)
+        return torch.tensor(floor)[torch.bucketize(hz, torch.tensor(FLOOR_BAND_EDGES_HZ), right=True)]
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -422,7 +452,7 @@ class EmbeddedSeparator:
         return out[self.delay_samples : self.delay_samples + len(wav)]
 
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                    example_rate: int | None = None, mask_floor: float | None = None) -> StreamState:
+                    example_rate: int | None = None, mask_floor: Floor | None = None) -> StreamState:
         """A fresh session. `example` is an example clip at `example_rate` (default: the model rate), or a
         (clip, rate) pair; `mask_floor` overrides the separator's for this session."""
         if prompt is None and not spans and example is None:
@@ -437,11 +467,11 @@ class EmbeddedSeparator:
             input_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
             mixture_delay=np.zeros(self.delay_samples, dtype=np.float32),
             ola_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
-            mask_floor=check_share(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"),
+            mask_floor=check_floor(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"),
         )
 
     def set_prompt(self, state: StreamState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                   example_rate: int | None = None, mask_floor: float | None = None) -> None:
+                   example_rate: int | None = None, mask_floor: Floor | None = None) -> None:
         """Switch a session to a new prompt from its next chunk. Cached context keys/values keep the old prompt's
         influence until they slide out of the attention window (the engine crossfades meanwhile)."""
         fresh = self.init_stream(prompt, spans, example, example_rate, mask_floor)
@@ -539,8 +569,7 @@ class EmbeddedSeparator:
             out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time)
             return model.velocity(out, x, t)
 
-        floors = torch.tensor([s.mask_floor for s in states])[:, None, None]
-        mask = self._mask(solve(velocity, noise, solver), floors)
+        mask = self._mask(solve(velocity, noise, solver), [s.mask_floor for s in states])
         spectra = torch.stack([torch.stack(s.pending_spectra[:frames_c]) for s in states])
         keep = (c.context_chunks - 1) * frames_c
         for row, state in enumerate(states):
@@ -607,7 +636,7 @@ def load_embedded_model(path: str | Path) -> EmbeddedModel:
     return model.eval()
 
 
-def load_embedded(path: str | Path | None = None, text_encoder=None, mask_floor: float = 0.0) -> EmbeddedSeparator:
+def load_embedded(path: str | Path | None = None, text_encoder=None, mask_floor: Floor = 0.0) -> EmbeddedSeparator:
     """The packaged default model (`model/weights/tiny.safetensors`), or a weights file saved by training."""
     return EmbeddedSeparator(load_embedded_model(path or WEIGHTS_DIR / "tiny.safetensors"), text_encoder,
                              mask_floor=mask_floor)

@@ -78,11 +78,17 @@ def test_a_class_prompt_gets_its_calibrated_mask_floor(model, speech_in_sounds):
     for a vocal class (no speech taken out first) and for speech the target is the mixture, as it arrived."""
     from samstream.model.composite import GENERAL_MASK_FLOOR, CompositeSeparator
 
-    assert all(0.0 <= floor <= 1.0 for floor in [*model.class_floors.values(), model.expert_floor])
-    floored = CompositeSeparator(model.general, model.voice, True, model.refiner, {"singing": 1.0, "bell": 0.0},
-                                 expert_floor=1.0)
-    floor = lambda *args, **kwargs: floored.describe_state(floored.init_stream(*args, **kwargs))["mask_floor"]
+    shares = [share for floor in model.class_floors.values() for share in (floor if isinstance(floor, tuple) else [floor])]
+    assert all(0.0 <= share <= 1.0 for share in [*shares, model.expert_floor])
+    floored = CompositeSeparator(model.general, model.voice, True, model.refiner,
+                                 {"singing": 1.0, "bell": 0.0, "applause": [0.0, 1.0, 1.0, 0.8]}, expert_floor=1.0)
+    understood = lambda *args, **kwargs: floored.describe_state(floored.init_stream(*args, **kwargs))
+    floor = lambda *args, **kwargs: understood(*args, **kwargs)["mask_floor"]
     assert floor("a person singing") == 1.0 and floor("bell") == 0.0 and floor("speech") == 1.0
+    # per-band floors: the share kept at every frequency, and the bands'
+    applause = understood("applause")
+    assert (applause["class"], applause["mask_floor"], applause["band_floors"]) == ("applause", 0.0, [0.0, 1.0, 1.0, 0.8])
+    assert understood("bell")["band_floors"] is None
     assert floor("the hum of the fridge in the kitchen") == GENERAL_MASK_FLOOR
     assert floor("singing", spans=[("+", 0.0, 1.0)]) == GENERAL_MASK_FLOOR
     mixture, _ = speech_in_sounds

@@ -122,6 +122,29 @@ def test_mask_floor_keeps_that_share_of_the_mixture_streaming_and_offline():
         EmbeddedSeparator(separator.model, mask_floor=1.5)
 
 
+def test_band_floors_keep_the_mixture_in_their_bands_only():
+    """A floor per band (FLOOR_BAND_EDGES_HZ): equal shares are one floor; a share in one band lifts the target only
+    at those frequencies; streaming equals offline; a wrong number of bands is refused, naming the bands."""
+    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
+
+    separator = random_separator()
+    x = (0.1 * np.random.default_rng(5).standard_normal(16000)).astype(np.float32)
+    plain = separator.separate(x, 16000, prompt="bell").target
+    separator.mask_floor = 0.25
+    uniform = separator.separate(x, 16000, prompt="bell").target
+    separator.mask_floor = (0.25,) * (len(FLOOR_BAND_EDGES_HZ) + 1)
+    np.testing.assert_array_equal(separator.separate(x, 16000, prompt="bell").target, uniform)
+    separator.mask_floor = (0.0, 0.0, 0.0, 1.0)  # all of the mixture above 4 kHz, the network's mask below
+    top = separator.separate(x, 16000, prompt="bell").target
+    spectrum = np.abs(np.fft.rfft(top - plain)) ** 2
+    hz = np.fft.rfftfreq(len(x), 1 / 16000)
+    assert spectrum[hz < 3500].sum() < 1e-3 * spectrum[hz > 4500].sum()
+    (streamed,) = stream_through(separator, [separator.init_stream("bell")], [x])
+    assert snr_db(top, streamed[0]) > 80
+    with pytest.raises(ValueError, match="one share per band"):
+        separator.init_stream("bell", mask_floor=(0.5, 0.5))
+
+
 def test_offline_resamples_and_keeps_length():
     separator = random_separator()
     x = np.random.default_rng(3).standard_normal((2, 4410)).astype(np.float32) * 0.1
