@@ -125,11 +125,6 @@ def uniform(floor: float) -> np.ndarray:
     return np.full(len(FLOOR_BAND_EDGES_HZ) + 1, floor)
 
 
-def best_floor(runs: list[ItemRuns]) -> float:
-    """The floor of GRID with the best mean improvement over `runs` (np.argmax: the smallest floor on ties)."""
-    return GRID[int(np.argmax(mean_improvement(runs, np.stack([uniform(f) for f in GRID]))))]
-
-
 def best_band_floors(runs: list[ItemRuns], start: float) -> np.ndarray:
     """Band floors from GRID, one band at a time from `start` everywhere, while the mean improves."""
     floors = uniform(start)
@@ -149,7 +144,7 @@ def summary(runs: list[ItemRuns], bands: bool) -> dict:
     from samstream.model.composite import GENERAL_MASK_FLOOR
 
     per_floor = mean_improvement(runs, np.stack([uniform(f) for f in GRID]))
-    one = best_floor(runs)
+    one = GRID[int(np.argmax(per_floor))]  # the smallest floor on ties
     floor, score = one, float(per_floor[GRID.index(one)])
     if bands:
         band_floors = best_band_floors(runs, one)
