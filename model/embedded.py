@@ -324,6 +324,7 @@ class EmbeddedSeparator:
         self._text_encoder = text_encoder
         self._prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self._time_cond: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._floor_bins: dict[Floor, torch.Tensor] = {}  # floor -> its share per STFT bin
 
     @torch.inference_mode()
     def time_conditioning(self, t: float, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,11 +433,15 @@ class EmbeddedSeparator:
         return floor + (1.0 - floor) * state_to_mask(state)
 
     def floor_per_bin(self, floor: Floor) -> torch.Tensor:
-        """A floor as the share kept in each STFT bin [bins]."""
-        if not isinstance(floor, tuple):
-            return torch.full((self.config.bins,), float(floor))
-        hz = torch.arange(self.config.bins) * (self.sample_rate / self.config.n_fft)
-        return torch.tensor(floor)[torch.bucketize(hz, torch.tensor(FLOOR_BAND_EDGES_HZ), right=True)]
+        """A floor as the share kept in each STFT bin [bins]; made once per floor (the stream path asks every hop)."""
+        if floor not in self._floor_bins:
+            if isinstance(floor, tuple):
+                hz = torch.arange(self.config.bins) * (self.sample_rate / self.config.n_fft)
+                bins = torch.tensor(floor)[torch.bucketize(hz, torch.tensor(FLOOR_BAND_EDGES_HZ), right=True)]
+            else:
+                bins = torch.full((self.config.bins,), float(floor))
+            self._floor_bins[floor] = bins
+        return self._floor_bins[floor]
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()
