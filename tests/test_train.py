@@ -3,9 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from samstream.model.errors import ModelLoadError
 from samstream.model.training.train import (Batch, TrainConfig, TrainingExample, below_mixture_db, build_model,
-                                            embedded_loss, make_batch, si_sdr, train, waveform_loss)
+                                            embedded_loss, make_batch, si_sdr, train, waveform_loss, weights_info)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -184,3 +186,69 @@ def test_amp_and_a_horizon_fitted_to_the_time(tmp_path):
     assert saved["amp"] and result["step"] <= saved["steps"] < 10**6  # the horizon was fitted to the time
     assert np.isfinite(result["loss"])
     assert (tmp_path / "checkpoint.pt").is_file()  # stopped after a checkpoint
+
+
+def test_a_new_run_starts_from_given_weights_with_a_fresh_schedule(tmp_path):
+    first = tmp_path / "first"
+    train(TrainConfig(steps=3, batch_size=2, seconds=0.3, checkpoint_every_s=1e9, model=TINY), ToneInNoise(), VECTORS,
+          first, progress=False)
+    info = weights_info(first / "model.safetensors")
+    assert (info["arch"], info["task"], info["step"], info["config"]["dim"]) == ("embedded", "general", 3, 32)
+    # lr 0: whatever the continuation does, its weights are the ones it started from, bit for bit
+    init = {k: info[k] for k in ("path", "sha256", "step", "cpu_s")}
+    config = TrainConfig(steps=2, batch_size=2, seconds=0.3, lr=0.0, log_every=1, checkpoint_every_s=1e9,
+                         model=info["config"], init=init)
+    second = tmp_path / "second"
+    assert train(config, ToneInNoise(), VECTORS, second, progress=False)["step"] == 2  # its own schedule, from 0
+    before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((second / "config.json").read_text())["init"] == init
+    # a run whose starting weights changed since it was made refuses to start from the wrong ones
+    (first / "model.safetensors").write_bytes((first / "model.safetensors").read_bytes() + b" ")
+    with pytest.raises(ModelLoadError, match="gone or changed"):
+        train(config, ToneInNoise(), VECTORS, tmp_path / "third", progress=False)
+
+
+def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_does_not_fit(tmp_path):
+    import argparse
+
+    from samstream.model.class_prompts import all_train_prompts
+    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.errors import UserFacingError
+    from samstream.model.training import cli_train
+    from samstream.model.training.index import build_index
+    from samstream.model.training.toy_cache import make_toy_cache, write_toy_rir_bank
+    from samstream.model.training.train import embed_prompts
+
+    class FakeEncoder:  # the vectors' values do not matter here; MiniLM takes ~12 s to load
+        def encode(self, texts):
+            return torch.zeros(len(texts), 1, 384), torch.ones(len(texts), 1, dtype=torch.bool)
+
+    cache = make_toy_cache(tmp_path / "cache")
+    build_index(cache, workers=1)
+    write_toy_rir_bank(cache)  # the real room bank takes ~20 s to simulate
+    embed_prompts(all_train_prompts(), cache / "prompt_vectors.safetensors", encoder=FakeEncoder())
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        cli_train.add_arguments(parser)
+        return cli_train.run(parser.parse_args(["--data", str(cache), *argv]))
+
+    shipped = WEIGHTS_DIR / "tiny.safetensors"
+    with pytest.raises(UserFacingError, match="no weights there"):
+        run("--run", str(tmp_path / "a"), "--init", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(UserFacingError, match="holds embedded weights, not --arch masknet"):
+        run("--run", str(tmp_path / "a"), "--init", str(shipped), "--arch", "masknet")
+    with pytest.raises(UserFacingError, match="drop --model-config"):
+        run("--run", str(tmp_path / "a"), "--init", str(shipped), "--model-config", '{"dim": 64}')
+    assert not (tmp_path / "a").exists()  # refused before anything was made
+
+    run("--run", str(tmp_path / "a"), "--init", str(shipped), "--steps", "1", "--batch-size", "1", "--seconds",
+        "0.5", "--lr", "0")
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    shipped_step = json.loads(shipped.with_suffix(".json").read_text())["step"]
+    assert (saved["arch"], saved["task"], saved["init"]["step"]) == ("embedded", "general", shipped_step)
+    before, after = load_file(str(shipped)), load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(UserFacingError, match="has a checkpoint and resumes from it"):
+        run("--run", str(tmp_path / "a"), "--init", str(shipped))

@@ -60,7 +60,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "schedule ends when the time does (saved in config.json)")
     parser.add_argument("--model-config", type=json.loads, default=None,
                         help='model config overrides as JSON, e.g. \'{"dim": 192, "n_layers": 6}\'')
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start a new run from these weights (model/weights/*.safetensors or another run's "
+                             "model.safetensors): the network's arch, task and config come from the file's .json, "
+                             "the optimiser and the learning-rate schedule start afresh (set --steps, --lr, "
+                             "--warmup for the continuation); recorded in the run's config.json")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+
+def initial_weights(args: argparse.Namespace) -> dict:
+    """The TrainConfig values a new run started `--init WEIGHTS` takes from them (checked before any data loads)."""
+    from samstream.model.errors import UserFacingError
+    from samstream.model.training.train import weights_info
+
+    if (args.run / "checkpoint.pt").is_file():
+        raise UserFacingError(f"{args.run} has a checkpoint and resumes from it: --init starts a new run, so give "
+                              "another --run (or drop --init to resume)")
+    if args.model_config is not None:
+        raise UserFacingError("--init takes the network's config from the weights' .json: drop --model-config")
+    info = weights_info(args.init)
+    if args.arch is not None and args.arch != info["arch"]:
+        raise UserFacingError(f"--init {args.init} holds {info['arch']} weights, not --arch {args.arch}")
+    return {"arch": info["arch"], "task": args.task or info["task"], "model": info.pop("config"),
+            "init": {k: info[k] for k in ("path", "sha256", "step", "cpu_s")}}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
                  "text_drop_probability": args.text_drop_probability, "augment": args.augment,
                  "mixture": args.mixture_config}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if args.init is not None:
+        values.update(initial_weights(args))
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
     if not (data / "index.json").is_file():

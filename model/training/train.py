@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
 from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
+from samstream.model.errors import ModelLoadError
 from samstream.model.masknet import Conditioning, MaskNet, MaskNetConfig, save_masknet
 from samstream.model.stft import (analysis_frames, clip_spectra, ideal_ratio_mask, log_magnitude, mask_to_state,
                                   overlap_add, state_to_mask, synthesis_frames, with_lookahead)
@@ -120,6 +121,10 @@ class TrainConfig:
     workers: int = 0  # data processes; 0 = make each batch in the training loop (see BatchStream)
     amp: bool = False  # bf16 autocast of the embedded model's network (on CUDA; works on CPU, slowly)
     model: dict = field(default_factory=dict)  # EmbeddedConfig / BaselineConfig overrides
+    # A new run's starting weights (`--init`: shipped or another run's weights; path, sha256, their step and CPU
+    # seconds): the network starts from them, the optimiser and the schedule start afresh. A run with a checkpoint
+    # resumes from it instead.
+    init: dict = field(default_factory=dict)
 
 
 # -- batching ------------------------------------------------------------------------------------------------
@@ -437,6 +442,8 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
         except RuntimeError:  # a CPU generator's state does not fit a CUDA one (and back): reseed
             generator.manual_seed(config.seed * 1_000_003 + step)
             print(f"resuming on {device.type}: the noise generator is reseeded", file=sys.stderr)
+    elif config.init:
+        start_from(model, Path(config.init["path"]), config.init["sha256"])
     if fit_horizon and max_seconds and config.steps <= step:
         config.steps = 2 * step + 1  # a finished schedule restarts at its middle until the first fit
     config_path = run_dir / "config.json"
@@ -517,6 +524,37 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
             batches.close()  # stops the loader's worker processes
     bar.close()
     return {"step": step, **averages}
+
+
+def weights_info(path: Path) -> dict:
+    """What `--init` takes from a weights file: its arch, task and network config (the `<stem>.json` beside it, as
+    every saver here writes it), its SHA-256, and the step and CPU seconds it was trained for."""
+    import hashlib
+
+    config_path = path.with_suffix(".json")
+    if not path.is_file() or not config_path.is_file():
+        raise ModelLoadError(f"--init {path}: no weights there (a .safetensors file with its .json config beside "
+                             "it, e.g. model/weights/tiny.safetensors or RUN/model.safetensors)")
+    try:
+        info = json.loads(config_path.read_text())
+        config = info["config"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise ModelLoadError(f"--init {path}: {config_path.name} holds no network config ({error})") from None
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "arch": info.get("arch", "embedded"), "task": info.get("task", "general"), "config": config,
+            "step": info.get("step"), "cpu_s": info.get("cpu_s")}
+
+
+def start_from(model: torch.nn.Module, path: Path, sha256: str) -> None:
+    """Load a new run's starting weights, exactly the file its config.json names."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise ModelLoadError(f"the run starts from {path}, which is gone or changed since the run was made: "
+                             "restore it or start another --run")
+    model.load_state_dict(load_file(str(path)))  # strict: the config came from the same file
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator,
