@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
+from samstream.model.composite import file_sha256
 from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
 from samstream.model.errors import ModelLoadError
 from samstream.model.masknet import Conditioning, MaskNet, MaskNetConfig, save_masknet
@@ -529,8 +530,6 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
 def weights_info(path: Path) -> dict:
     """What `--init` takes from a weights file: its arch, task and network config (the `<stem>.json` beside it, as
     every saver here writes it), its SHA-256, and the step and CPU seconds it was trained for."""
-    import hashlib
-
     config_path = path.with_suffix(".json")
     if not path.is_file() or not config_path.is_file():
         raise ModelLoadError(f"--init {path}: no weights there (a .safetensors file with its .json config beside "
@@ -540,18 +539,16 @@ def weights_info(path: Path) -> dict:
         config = info["config"]
     except (json.JSONDecodeError, KeyError) as error:
         raise ModelLoadError(f"--init {path}: {config_path.name} holds no network config ({error})") from None
-    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    return {"path": str(path.resolve()), "sha256": file_sha256(path),
             "arch": info.get("arch", "embedded"), "task": info.get("task", "general"), "config": config,
             "step": info.get("step"), "cpu_s": info.get("cpu_s")}
 
 
 def start_from(model: torch.nn.Module, path: Path, sha256: str) -> None:
     """Load a new run's starting weights, exactly the file its config.json names."""
-    import hashlib
-
     from safetensors.torch import load_file
 
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+    if not path.is_file() or file_sha256(path) != sha256:
         raise ModelLoadError(f"the run starts from {path}, which is gone or changed since the run was made: "
                              "restore it or start another --run")
     model.load_state_dict(load_file(str(path)))  # strict: the config came from the same file
