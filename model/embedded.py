@@ -43,7 +43,7 @@ from torch import nn
 
 from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_frames, validate_span
 from samstream.model.audio import check_sample_rate, resample, to_mono
-from samstream.model.dit import DiT, DiTConfig, modulate
+from samstream.model.dit import DiT, DiTConfig, FusedDiT, modulate
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.separator import Separation, fit_length
@@ -184,18 +184,20 @@ class EmbeddedModel(nn.Module):
 
     def network(self, tokens: torch.Tensor, time: torch.Tensor | None, positions: torch.Tensor, prompt: PromptMemory,
                 mask: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                time_cond: tuple[torch.Tensor, torch.Tensor] | None = None):
+                time_cond: tuple[torch.Tensor, torch.Tensor] | None = None, fused: FusedDiT | None = None):
         """The DiT on tokens [B,T,D] at per-token time [B,T] (or its precomputed `time_cond`); mask [B or 1,1,T,P+T].
-        -> (raw output, per-layer self-attention K/V); `clean_state` / `velocity` turn the output into x̂1 / v."""
+        -> (raw output, per-layer self-attention K/V); `clean_state` / `velocity` turn the output into x̂1 / v.
+        `fused`: the same blocks with fused weights (inference only, see `FusedDiT`)."""
         dit = self.dit
         e, t_block = time_cond if time_cond is not None else dit.time_conditioning(time)
         rotation = self.rotation(positions)
         cross_mask = prompt.mask[:, None, None, :]
-        h = dit.x_embedder(tokens)
+        h = fused.embed(tokens) if fused is not None else dit.x_embedder(tokens)
         own = []
         for index, layer in enumerate(dit.layers):
-            h, kv = layer(h, t_block, mask, rotation, prompt.cross_kv[index], cross_mask,
-                          past[index] if past is not None else None)
+            inputs = (h, t_block, mask, rotation, prompt.cross_kv[index], cross_mask,
+                      past[index] if past is not None else None)
+            h, kv = fused.block(index, *inputs) if fused is not None else layer(*inputs)
             own.append(kv)
         shift, scale = (dit.final_layer_scale_shift_table + e.unsqueeze(-2)).unbind(-2)
         return dit.output(modulate(dit.norm(h), shift, scale)), own
@@ -240,24 +242,25 @@ class EmbeddedModel(nn.Module):
         out, _ = self.network(torch.cat([context, noisy], 1), times, positions, prompt, mask)
         return self.clean_state(out[:, frames:])
 
-    def context_keys_values(self, tokens: torch.Tensor, prompt: PromptMemory) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def context_keys_values(self, tokens: torch.Tensor, prompt: PromptMemory,
+                            fused: FusedDiT | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Offline: every frame's context-token K/V per layer in one causal pass."""
         batch, frames, _ = tokens.shape
         positions = torch.arange(frames, device=tokens.device).expand(batch, -1)
         mask = self.context_mask(frames, tokens.device)[None, None]
         _, kv = self.network(tokens + self.context_embedding, torch.ones(batch, frames, device=tokens.device),
-                             positions, prompt, mask)
+                             positions, prompt, mask, fused=fused)
         return kv
 
     def state_velocity(self, tokens: torch.Tensor, state: torch.Tensor, t: torch.Tensor, prompt: PromptMemory,
-                       context_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                       context_kv: list[tuple[torch.Tensor, torch.Tensor]], fused: FusedDiT | None = None) -> torch.Tensor:
         """Offline: state tokens of all chunks at time t against precomputed context K/V -> velocity [B,T,bins]."""
         batch, frames, _ = tokens.shape
         chunk = self.chunk_index(frames, tokens.device)
         mask = torch.cat([self.context_mask(frames, tokens.device), chunk[:, None] == chunk[None, :]], dim=1)
         positions = torch.arange(frames, device=tokens.device).expand(batch, -1)
         out, _ = self.network(tokens + self.state_proj(state), t.expand(batch, frames), positions, prompt,
-                              mask[None, None], past=context_kv)
+                              mask[None, None], past=context_kv, fused=fused)
         return self.velocity(out, state, t)
 
 
@@ -315,6 +318,7 @@ class EmbeddedSeparator:
         from samstream.model.text import PromptCache
 
         self.model = model.eval()
+        self.fused = FusedDiT(model.dit)  # the network's inference form: built from the weights as they are now
         self.config = model.config
         self.sample_rate = self.config.sample_rate
         self.chunk_samples = self.config.chunk_samples
@@ -419,9 +423,10 @@ class EmbeddedSeparator:
         return out[0, overlap : overlap + total].numpy()
 
     def solve_mask(self, tokens, noise, memory: PromptMemory, steps: int | None) -> torch.Tensor:
-        context_kv = self.model.context_keys_values(tokens, memory)
+        context_kv = self.model.context_keys_values(tokens, memory, self.fused)
         solver = SolverConfig(self.config.method, steps or self.config.steps)
-        final = solve(lambda t, x: self.model.state_velocity(tokens, x, t, memory, context_kv), noise, solver)
+        final = solve(lambda t, x: self.model.state_velocity(tokens, x, t, memory, context_kv, self.fused), noise,
+                      solver)
         return self._mask(final)
 
     def _mask(self, state: torch.Tensor, floors: list[Floor] | None = None) -> torch.Tensor:
@@ -539,9 +544,9 @@ class EmbeddedSeparator:
         anchors = torch.stack([self.anchor_ids(s.anchors, s.next_frame, frames_c) for s in states])
         tokens = model.frame_tokens(features, anchors)
         positions = torch.stack([torch.arange(s.next_frame, s.next_frame + frames_c) for s in states])
-        prompt = PromptMemory([tuple(torch.cat([s.prompt.cross_kv[layer][j] for s in states]) for j in range(2))
-                               for layer in range(c.n_layers)],
-                              torch.cat([s.prompt.mask for s in states]))
+        prompt = states[0].prompt if count == 1 else PromptMemory(
+            [tuple(torch.cat([s.prompt.cross_kv[layer][j] for s in states]) for j in range(2))
+             for layer in range(c.n_layers)], torch.cat([s.prompt.mask for s in states]))
         past, past_valid = self._gather_past(states)
         noise = torch.from_numpy(np.stack([s.noise.standard_normal((frames_c, c.bins), dtype=np.float32)
                                            for s in states]))
@@ -563,7 +568,7 @@ class EmbeddedSeparator:
                 context_time = self.time_conditioning(1.0, frames_c)
                 time_cond = tuple(torch.cat([a, b], 1) for a, b in zip(context_time, state_time))
                 out, kv = model.network(torch.cat([context, noisy], 1), None, positions.repeat(1, 2), prompt, mask,
-                                        past, time_cond)
+                                        past, time_cond, self.fused)
                 new_context_kv = [(k[:, :, :frames_c], v[:, :, :frames_c]) for k, v in kv]
                 past = [(torch.cat([pk, k], 2), torch.cat([pv, v], 2)) for (pk, pv), (k, v) in zip(past, new_context_kv)]
                 past_valid = torch.cat([past_valid, torch.ones(count, frames_c, dtype=torch.bool)], 1)
@@ -571,7 +576,7 @@ class EmbeddedSeparator:
             mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, frames_c, -1),
                               torch.ones(count, 1, frames_c, frames_c, dtype=torch.bool)], dim=-1)
             # the state tokens' own keys come last; `past` already holds this chunk's context tokens
-            out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time)
+            out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time, self.fused)
             return model.velocity(out, x, t)
 
         mask = self._mask(solve(velocity, noise, solver), [s.mask_floor for s in states])
@@ -594,6 +599,8 @@ class EmbeddedSeparator:
         c = self.config
         lengths = [0 if s.context_kv is None else s.context_kv[0][0].shape[2] for s in states]
         longest = max(lengths)
+        if len(states) == 1 and longest > 0:  # one stream: its cache as it is (no padding to batch)
+            return list(states[0].context_kv), torch.ones(1, longest, dtype=torch.bool)
         heads, head_dim = c.n_heads, c.dim // c.n_heads
         past = []
         for layer in range(c.n_layers):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from samstream.model.dit import FusedDiT
 from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, EmbeddedSeparator, load_embedded, save_embedded
 from samstream.model.stft import analysis_frames, overlap_add, sqrt_hann, synthesis_frames
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
@@ -76,6 +77,30 @@ def test_stream_step_equals_offline(steps):
     (streamed,) = stream_through(separator, [state], [x], steps)
     assert snr_db(offline.target, streamed[0]) > 80
     assert snr_db(offline.residual, streamed[1]) > 80
+
+
+
+def test_fused_inference_blocks_compute_what_the_modules_do():
+    """The separator runs the DiT through `FusedDiT`; training runs the modules. Same function, streaming and offline."""
+    separator = random_separator()
+    with torch.no_grad():  # non-trivial norms and biases, so a folded or misordered weight shows
+        for name, parameter in separator.model.dit.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    separator.fused = FusedDiT(separator.model.dit)
+    modules = EmbeddedSeparator(separator.model, FakeTextEncoder())
+    modules.fused = None  # the reference: the nn.Module blocks
+    rng = np.random.default_rng(3)
+    x = (0.1 * rng.standard_normal(4000)).astype(np.float32)
+    spans = [("+", 0.05, 0.1)]
+    for steps in (1, 2):
+        fused_out = separator.separate(x, 16000, prompt="dog barking", spans=spans, steps=steps)
+        module_out = modules.separate(x, 16000, prompt="dog barking", spans=spans, steps=steps)
+        assert snr_db(module_out.target, fused_out.target) > 90
+        (fused_stream,) = stream_through(separator, [separator.init_stream("dog barking", spans)], [x], steps)
+        (module_stream,) = stream_through(modules, [modules.init_stream("dog barking", spans)], [x], steps)
+        assert snr_db(module_stream[0], fused_stream[0]) > 90
+        assert np.abs(module_stream[0]).max() > 1e-3  # a real output, not two silences
 
 
 def test_batched_sessions_with_different_prompts_and_starts_equal_single_runs():
