@@ -312,7 +312,6 @@ class Patcher(nn.Module):
         return self.block(x.transpose(1, 2)).transpose(1, 2)
 
 
-
 class FusedDiT:
     """A causal DiT's blocks for inference on frozen weights, with fewer and larger operations.
 
@@ -320,8 +319,8 @@ class FusedDiT:
     and the two SwiGLU input projections each become one matmul, Q and K are normalised and rotated together,
     RMSNorm is one fused op with its weight folded into the modulation's scale, and the frame-local Patcher's
     kernel-1 convolutions are linear maps. Same function as the modules (tests/test_embedded.py compares them);
-    about 30 % less time per streaming chunk of the default general separator. Holds references to fused copies
-    of the weights: build it again after changing them.
+    about 28 % less time per streaming chunk of the embedded DiT (docs/model_card.md, "Latency and cost"). Holds
+    fused copies of the weights: build it again after changing them.
     """
 
     def __init__(self, dit: "DiT"):
@@ -336,7 +335,7 @@ class FusedDiT:
             attention, cross, ffn = layer.attention, layer.cross_attention, layer.feed_forward
             self.layers.append({
                 "qkv": _joined(attention.wq, attention.wk, attention.wv),
-                "qk_norm": torch.stack([attention.q_norm.weight, attention.k_norm.weight]).detach()[None, :, None, None, :],
+                "qk_norm": torch.stack([attention.q_norm.weight, attention.k_norm.weight]).detach()[:, None, None, :],
                 "out": (attention.wo.weight, attention.wo.bias),
                 "cross_q": (cross.wq.weight, cross.wq.bias),
                 "cross_q_norm": cross.q_norm.weight,
@@ -359,7 +358,7 @@ class FusedDiT:
     def block(self, index: int, h: torch.Tensor, t_block: torch.Tensor, self_mask: torch.Tensor | None, rotation,
               cross_kv: tuple[torch.Tensor, torch.Tensor], cross_mask: torch.Tensor | None,
               past_kv: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """`DiTBlock.forward` of layer `index` (rotation given, as from `EmbeddedModel.rotation`: [B,1,T,hd/2])."""
+        """`DiTBlock.forward` of layer `index`; `rotation` = (cos, sin), each [B,1,T,hd/2]."""
         weights, dim, heads, head_dim = self.layers[index], self.dim, self.n_heads, self.head_dim
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.dit.layers[index].modulation(t_block)
         attention_norm, ffn_norm = weights["norms"]

@@ -253,7 +253,8 @@ class EmbeddedModel(nn.Module):
         return kv
 
     def state_velocity(self, tokens: torch.Tensor, state: torch.Tensor, t: torch.Tensor, prompt: PromptMemory,
-                       context_kv: list[tuple[torch.Tensor, torch.Tensor]], fused: FusedDiT | None = None) -> torch.Tensor:
+                       context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                       fused: FusedDiT | None = None) -> torch.Tensor:
         """Offline: state tokens of all chunks at time t against precomputed context K/V -> velocity [B,T,bins]."""
         batch, frames, _ = tokens.shape
         chunk = self.chunk_index(frames, tokens.device)

@@ -81,7 +81,8 @@ def test_stream_step_equals_offline(steps):
 
 
 def test_fused_inference_blocks_compute_what_the_modules_do():
-    """The separator runs the DiT through `FusedDiT`; training runs the modules. Same function, streaming and offline."""
+    """The separator runs the DiT through `FusedDiT`, training through the modules: the same function, streaming
+    and offline."""
     separator = random_separator()
     with torch.no_grad():  # non-trivial norms and biases, so a folded or misordered weight shows
         for name, parameter in separator.model.dit.named_parameters():
