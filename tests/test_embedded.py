@@ -79,7 +79,6 @@ def test_stream_step_equals_offline(steps):
     assert snr_db(offline.residual, streamed[1]) > 80
 
 
-
 def test_fused_inference_blocks_compute_what_the_modules_do():
     """The separator runs the DiT through `FusedDiT`, training through the modules: the same function, streaming
     and offline."""
