@@ -48,6 +48,9 @@ def test_oracle_beats_mixture_and_json_has_the_keys(eval_dir, capsys):
         assert result["per_class"]["bell"]["n"] == 2
         assert {kind: row["n"] for kind, row in result["per_interference"].items()} == {
             "non-speech target, speech interfering": 1, "non-speech target, no speech interfering": 1}
+        assert [row["class"] for row in result["per_item"]] == ["bell", "bell", "speaker"]
+        bells = [row["si_sdri_db"] for row in result["per_item"][:2]]
+        assert abs(sum(bells) / 2 - result["per_class"]["bell"]["si_sdri_db"]) < 1e-3
     assert mixture["mean_si_sdri_db"] == 0.0
     assert oracle["mean_si_sdri_db"] > 5.0
     assert run_eval(capsys, eval_dir, "--model", "oracle-irm", "--limit", "1")["n"] == 1

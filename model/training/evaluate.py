@@ -2,7 +2,8 @@
 
 Each item folder holds mixture.wav, target.wav and meta.json ({"target_class", "prompts": [first = the one
 used], optional "enrollment": clip name}). Reported: per-class and overall mean SI-SDR improvement over the
-mixture (dB) and counts. Items with a silent target (negative queries) have no SI-SDR and are skipped.
+mixture (dB) and counts, and (with --json) every item's improvement by name, so the failing items can be found
+and heard. Items with a silent target (negative queries) have no SI-SDR and are skipped.
 
 Models: `tiny` (packaged embedded model), a `.safetensors` exported by training (its .json says embedded or
 baseline), a run folder or its `checkpoint.pt`, `baseline` (runs/baseline/model.safetensors), and the
@@ -343,6 +344,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
     scores, skipped, nothing_to_separate = [], 0, []
     per_pair_type: dict[str, list[float]] = {}
     per_interference: dict[str, list[float]] = {}
+    per_item: list[dict] = []  # which items fail, for a look at (or a listen to) them
     for item in tqdm(items, desc="eval", unit="item", disable=not progress, file=sys.stderr):
         reason = unscorable(item)
         if reason == SILENT_TARGET:
@@ -354,6 +356,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
         estimate = estimator(item)
         improvement = si_sdr_db(estimate, item.target) - si_sdr_db(item.mixture, item.target)
         per_class.setdefault(item.target_class, []).append(improvement)
+        per_item.append({"name": item.name, "class": item.target_class, "si_sdri_db": round(improvement, 3)})
         if item.pair_type:
             per_pair_type.setdefault(item.pair_type, []).append(improvement)
         if item.interference:
@@ -378,6 +381,7 @@ def evaluate(items: list[Item], estimator: Estimator, progress: bool = True) -> 
                           for kind, v in sorted(per_pair_type.items())},
         "per_interference": {kind: {"si_sdri_db": _mean(v), "n": len(v), "share_below_0_db": _share_below_zero(v)}
                              for kind, v in sorted(per_interference.items())},
+        "per_item": per_item,
     }
 
 
