@@ -38,6 +38,7 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -46,7 +47,8 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, EmbeddedSeparator, Floor, check_floor, check_share, lowest_share
+from samstream.model.embedded import (FLOOR_BAND_EDGES_HZ, WEIGHTS_DIR, EmbeddedSeparator, Floor, check_floor, check_share,
+                                      load_embedded, lowest_share)
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
@@ -65,6 +67,7 @@ GENERAL_MASK_FLOOR = 0.15
 # one share for every frequency or one per band (prompts that match no class, spans and audio examples keep
 # GENERAL_MASK_FLOOR), and the speech expert's estimate keeps one share of the mixture for every speech prompt.
 FLOORS_FILE = "floors.json"
+SHIPPED_GENERAL_WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
 
 
 class DelayLine:
@@ -389,14 +392,16 @@ class CompositeSeparator:
             state.expert.stream.close()
 
 
-def load_default(speech_expert: bool = True, mask_floor: float | None = None) -> CompositeSeparator:
+def load_default(speech_expert: bool = True, mask_floor: float | None = None,
+                 general_weights: Path | None = None) -> CompositeSeparator:
     """The packaged default model: the general separator's, the voice picker's and the speech refiner's weights
     from model/weights/ (each network when it is shipped), with the speech expert unless `speech_expert` is False.
-    The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`); a
+    `general_weights` puts other general weights (a training snapshot) in place of the shipped ones.
+    The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`, from
+    `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
     `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
-    from samstream.model.embedded import WEIGHTS_DIR, load_embedded
-
-    general = load_embedded(mask_floor=GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
+    general_weights = general_weights or SHIPPED_GENERAL_WEIGHTS
+    general = load_embedded(general_weights, mask_floor=GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
     for name in ("voice", "speech"):
         path = WEIGHTS_DIR / f"{name}.safetensors"
@@ -404,21 +409,28 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None) ->
             from samstream.model.masknet import MaskNetSeparator, load_masknet
 
             parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
-    floors, expert_floor = load_floors(WEIGHTS_DIR) if mask_floor is None else ({}, 0.0)
+    floors, expert_floor = load_floors(floors_file(general_weights)) if mask_floor is None else ({}, 0.0)
     return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
 
 
-def load_floors(weights_dir) -> tuple[dict[str, Floor], float]:
-    """The general separator's per-class mask floors and the speech expert's floor (`samstream calibrate` writes
-    them beside the general weights), checked against the weights they were calibrated for: floors of other
-    weights would keep the wrong share."""
+def floors_file(general_weights: Path) -> Path:
+    """Where `samstream calibrate` writes the floors of these general weights, and the default model reads them:
+    model/weights/floors.json for the shipped weights, NAME.floors.json beside any other weights file."""
+    if Path(general_weights).resolve() == SHIPPED_GENERAL_WEIGHTS.resolve():
+        return SHIPPED_GENERAL_WEIGHTS.parent / FLOORS_FILE
+    return Path(general_weights).with_suffix(".floors.json")
+
+
+def load_floors(path: Path) -> tuple[dict[str, Floor], float]:
+    """The general separator's per-class mask floors and the speech expert's floor in `path` (`floors_file`),
+    checked against the weights they were calibrated for (named in the file, beside it): floors of other weights
+    would keep the wrong share. No file: no floors ({}, 0.0)."""
     from samstream.model.errors import ModelLoadError
 
-    path = weights_dir / FLOORS_FILE
     if not path.is_file():
         return {}, 0.0
     table = json.loads(path.read_text())
-    weights = weights_dir / table["general_weights"]
+    weights = path.parent / table["general_weights"]
     if not weights.is_file() or file_sha256(weights) != table["general_weights_sha256"]:
         raise ModelLoadError(f"{path} was calibrated for other general weights than {weights}: run `samstream "
                              f"calibrate` on an evaluation set to calibrate them again, or delete {path}")

@@ -1,6 +1,7 @@
 """`samstream calibrate`: per-class mask floors of the default model's general separator, exact and checked."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import soundfile as sf
 
 from fixtures.real_audio import at_snr, real_sounds, real_speech
 from samstream.clients.cli import main
-from samstream.model.composite import load_default
+from samstream.model.composite import SHIPPED_GENERAL_WEIGHTS, load_default
 from samstream.model.training.calibrate import GRID, MIN_BAND_GAIN_DB, set_floor
 from samstream.model.training.evaluate import composite_estimator, evaluate, load_items
 
@@ -77,6 +78,30 @@ def test_recalibrating_some_classes_keeps_the_others(calibration_dir, tmp_path, 
     assert second["calibration"]["per_class"] == first["calibration"]["per_class"]
 
 
+def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(calibration_dir, tmp_path, capsys):
+    snapshot = tmp_path / "weights" / "snapshot.safetensors"  # a training snapshot: weights and their config
+    snapshot.parent.mkdir()
+    shutil.copy(SHIPPED_GENERAL_WEIGHTS, snapshot)
+    shutil.copy(SHIPPED_GENERAL_WEIGHTS.with_suffix(".json"), snapshot.with_suffix(".json"))
+    assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--json"]) == 0
+    table = last_json(capsys)
+    assert table["out"] == str(snapshot.with_suffix(".floors.json")) and table["general_weights"] == snapshot.name
+    # `samstream eval --composite` finds them: each class scores what calibration found at its floors
+    assert main(["eval", str(calibration_dir), "--model", str(snapshot), "--composite", "--json"]) == 0
+    scored = last_json(capsys)["per_class"]
+    for cls, row in [*table["calibration"]["per_class"].items(), ("speech", table["calibration"]["expert"])]:
+        tolerance = 0.3 if isinstance(row["floor"], list) else 0.01
+        assert scored[cls]["si_sdri_db"] == pytest.approx(row["si_sdri_db"], abs=tolerance)
+    edited = json.loads(snapshot.with_suffix(".floors.json").read_text())  # the file is what decides: bell passed
+    edited["floors"]["bell"] = 1.0
+    snapshot.with_suffix(".floors.json").write_text(json.dumps(edited))
+    assert main(["eval", str(calibration_dir), "--model", str(snapshot), "--composite", "--json"]) == 0
+    bell = table["calibration"]["per_class"]["bell"]["si_sdri_db_per_floor"][GRID.index(1.0)]
+    assert last_json(capsys)["per_class"]["bell"]["si_sdri_db"] == pytest.approx(bell, abs=0.01)
+    assert main(["calibrate", str(calibration_dir), "--general", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors not found" in capsys.readouterr().err
+
+
 def test_floors_of_other_weights_are_refused(tmp_path):
     from samstream.model.composite import FLOORS_FILE, file_sha256, load_floors
     from samstream.model.errors import ModelLoadError
@@ -86,17 +111,17 @@ def test_floors_of_other_weights_are_refused(tmp_path):
     table = {"general_weights": weights.name, "general_weights_sha256": file_sha256(weights), "floors": {"bell": 0.6},
              "expert_floor": 0.1}
     (tmp_path / FLOORS_FILE).write_text(json.dumps(table))
-    assert load_floors(tmp_path) == ({"bell": 0.6}, 0.1)
+    assert load_floors(tmp_path / FLOORS_FILE) == ({"bell": 0.6}, 0.1)
     from samstream.model.composite import CompositeSeparator
 
     with pytest.raises(ValueError, match="the mask floor of 'bell'"):  # a floor outside [0, 1], before any stream
         CompositeSeparator(load_default(mask_floor=0.0).general, speech_expert=False, class_floors={"bell": 1.5})
     table["floors"]["applause"] = [0.0, 1.0, 1.0, 0.8]  # one floor per band: a tuple, for bands of this code only
     (tmp_path / FLOORS_FILE).write_text(json.dumps(table))
-    assert load_floors(tmp_path)[0] == {"bell": 0.6, "applause": (0.0, 1.0, 1.0, 0.8)}
+    assert load_floors(tmp_path / FLOORS_FILE)[0] == {"bell": 0.6, "applause": (0.0, 1.0, 1.0, 0.8)}
     (tmp_path / FLOORS_FILE).write_text(json.dumps({**table, "floor_band_edges_hz": [1000, 2000, 4000]}))
     with pytest.raises(ModelLoadError, match="other bands"):
-        load_floors(tmp_path)
+        load_floors(tmp_path / FLOORS_FILE)
     weights.write_bytes(b"retrained weights")
     with pytest.raises(ModelLoadError, match="samstream calibrate"):
-        load_floors(tmp_path)
+        load_floors(tmp_path / FLOORS_FILE)

@@ -171,10 +171,10 @@ def test_my_voice_is_isolated_live_from_real_sounds(tmp_path):
     assert improvement >= 5.0, f"SI-SDR improvement of the live recording: {improvement:.1f} dB"
     assert "does not separate" not in done.stderr
     # a class the default model does not separate (its calibrated floor is 1): the user is told, even --quiet
-    from samstream.model.composite import load_floors
+    from samstream.model.composite import FLOORS_FILE, load_floors
     from samstream.model.embedded import WEIGHTS_DIR
 
-    passed = next(cls for cls, floor in sorted(load_floors(WEIGHTS_DIR)[0].items()) if floor == 1.0)
+    passed = next(cls for cls, floor in sorted(load_floors(WEIGHTS_DIR / FLOORS_FILE)[0].items()) if floor == 1.0)
     done = subprocess.run([sys.executable, "-m", "samstream", "mic", "--input", "samstream_in", "--prompt", passed,
                            "--seconds", "0.5", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and f"does not separate {passed!r}" in done.stderr, done.stderr

@@ -230,10 +230,10 @@ def test_the_default_model_says_when_it_does_not_separate_a_class(tmp_path, caps
     from fixtures.real_audio import real_sounds
     from fixtures.signals import si_sdr
     from samstream.clients.cli import main
-    from samstream.model.composite import load_floors
+    from samstream.model.composite import FLOORS_FILE, load_floors
     from samstream.model.embedded import WEIGHTS_DIR
 
-    floors, _ = load_floors(WEIGHTS_DIR)
+    floors, _ = load_floors(WEIGHTS_DIR / FLOORS_FILE)
     passed = next(cls for cls, floor in sorted(floors.items()) if floor == 1.0)
     separated = next(cls for cls, floor in sorted(floors.items()) if floor == 0.0)
     sounds = real_sounds(3.0)

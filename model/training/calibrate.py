@@ -13,7 +13,9 @@ network finds at some frequencies and not at others): the difference of the two 
 with an STFT and the band floors are searched one band at a time from the class's floor, kept only where they
 beat it by MIN_BAND_GAIN_DB on the calibration items (the split is of the output, not of the network's own mask,
 so per-band figures are close to a real run, not exact). The floors are written beside the general weights with
-their SHA-256 (`load_floors` refuses floors calibrated for other weights). Calibrate on sets other than the one
+their SHA-256 (`load_floors` refuses floors calibrated for other weights); `--general` calibrates a training
+snapshot instead of the shipped weights, so that candidates are compared inside the default model, each with its
+own floors. Calibrate on sets other than the one
 you report on (`samstream data build-eval DIR --seed 7`: fresh mixtures; several sets are pooled;
 docs/model_card.md says which). `--classes` recalibrates those classes and keeps the others' floors. Training-time
 only.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,9 +164,13 @@ def summary(runs: list[ItemRuns], bands: bool) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directories", type=Path, nargs="+", metavar="directory",
                         help="calibration sets (samstream data build-eval), one folder per item; several are pooled")
+    parser.add_argument("--general", type=Path,
+                        help="general weights to calibrate (default: the shipped ones); a training snapshot's floors "
+                             "let `samstream eval --model SNAPSHOT --composite` score it as the default model would "
+                             "ship it")
     parser.add_argument("--out", type=Path,
-                        help="where to write the floors (default: beside the shipped general weights, where the "
-                             "default model reads them)")
+                        help="where to write the floors (default: beside the general weights, where the default "
+                             "model reads them: model/weights/floors.json, or NAME.floors.json beside a snapshot)")
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
     parser.add_argument("--classes", type=lambda text: set(text.split(",")),
                         help="recalibrate only these classes, comma-separated; the others keep their floors in --out")
@@ -174,18 +181,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from samstream.model.composite import EXPERT, FLOORS_FILE, GENERAL, GENERAL_MASK_FLOOR, file_sha256, load_default
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, WEIGHTS_DIR
+    from samstream.model.composite import (EXPERT, GENERAL, GENERAL_MASK_FLOOR, SHIPPED_GENERAL_WEIGHTS, file_sha256,
+                                           floors_file, load_default)
+    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
     from samstream.model.errors import UserFacingError
     from samstream.model.training.evaluate import load_items
 
     torch.set_num_threads(args.threads)
     items = [item for directory in args.directories
              for item in load_items(directory, per_class=args.per_class, classes=args.classes)]
-    out = args.out or WEIGHTS_DIR / FLOORS_FILE
-    weights = WEIGHTS_DIR / "tiny.safetensors"
+    weights = args.general or SHIPPED_GENERAL_WEIGHTS
+    if not weights.is_file():
+        raise UserFacingError(f"general weights {weights} not found (a .safetensors saved by `samstream train`)")
+    out = args.out or floors_file(weights)
     sha256 = file_sha256(weights)
-    separator = load_default(mask_floor=0.0)  # one floor for every prompt, set per run below
+    # one floor for every prompt, set per run below
+    separator = load_default(mask_floor=0.0, general_weights=weights)
     runs = floor_runs(separator, items)
     if not runs:
         raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator or the speech "
@@ -201,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     kept = kept_calibration(out, sha256) if args.classes else {"per_class": {}, "expert": None}
     general = dict(sorted({**kept["per_class"], **general}.items()))
     expert = expert or kept["expert"]
-    table = {"general_weights": weights.name, "general_weights_sha256": sha256,
+    table = {"general_weights": os.path.relpath(weights, out.parent), "general_weights_sha256": sha256,
              "floor_band_edges_hz": list(FLOOR_BAND_EDGES_HZ),
              "floors": {cls: row["floor"] for cls, row in general.items()},
              "expert_floor": expert["floor"] if expert else 0.0,

@@ -243,8 +243,8 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     (run folder / checkpoint / .safetensors) is evaluated alone, or with `composite` as the default model's general
     part (its voice picker or speech refiner, for a network trained on the voice or speech task), beside the
     shipped other parts; inside the default model its general separator runs with `mask_floor` for every prompt
-    (default: the default model's floors, calibrated per class for the shipped general weights; a trained general
-    network gets GENERAL_MASK_FLOOR, as those floors are not its own)."""
+    (default: the floors calibrated for its weights, `samstream calibrate --general`; general weights never
+    calibrated get GENERAL_MASK_FLOOR, as the shipped weights' floors are not their own)."""
     from samstream.model.composite import GENERAL_MASK_FLOOR
     from samstream.model.errors import ModelLoadError
 
@@ -270,6 +270,11 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
                              f".safetensors with its .json beside it ({path.with_suffix('.json')} not found)")
     info = json.loads(path.with_suffix(".json").read_text())
     arch = info.get("arch", "embedded")
+    if composite and arch == "embedded" and mask_floor is None:
+        from samstream.model.composite import floors_file, load_default
+
+        if floors_file(path).is_file():  # calibrated for these weights: the default model as it would ship them
+            return composite_estimator(load_default(speech_expert, general_weights=path), steps)
     if arch == "baseline":
         return baseline_estimator(path)
     if arch == "masknet":
