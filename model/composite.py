@@ -47,8 +47,8 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import (FLOOR_BAND_EDGES_HZ, WEIGHTS_DIR, EmbeddedSeparator, Floor, check_floor, check_share,
-                                      load_embedded, lowest_share)
+from samstream.model.embedded import (FLOOR_BAND_EDGES_HZ, WEIGHTS_DIR, EmbeddedSeparator, Floor, check_floor,
+                                      check_share, load_embedded, lowest_share)
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
