@@ -47,8 +47,7 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import (FLOOR_BAND_EDGES_HZ, WEIGHTS_DIR, EmbeddedSeparator, Floor, check_floor,
-                                      check_share, load_embedded, lowest_share)
+from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, EmbeddedSeparator, Floor, check_floor, check_share, lowest_share
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
@@ -67,7 +66,6 @@ GENERAL_MASK_FLOOR = 0.15
 # one share for every frequency or one per band (prompts that match no class, spans and audio examples keep
 # GENERAL_MASK_FLOOR), and the speech expert's estimate keeps one share of the mixture for every speech prompt.
 FLOORS_FILE = "floors.json"
-SHIPPED_GENERAL_WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
 
 
 class DelayLine:
@@ -400,7 +398,9 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`, from
     `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
     `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
-    general_weights = general_weights or SHIPPED_GENERAL_WEIGHTS
+    from samstream.model.embedded import WEIGHTS_DIR, load_embedded, shipped_weights
+
+    general_weights = general_weights or shipped_weights()
     general = load_embedded(general_weights, mask_floor=GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
     for name in ("voice", "speech"):
@@ -416,8 +416,10 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
 def floors_file(general_weights: Path) -> Path:
     """Where `samstream calibrate` writes the floors of these general weights, and the default model reads them:
     model/weights/floors.json for the shipped weights, NAME.floors.json beside any other weights file."""
-    if Path(general_weights).resolve() == SHIPPED_GENERAL_WEIGHTS.resolve():
-        return SHIPPED_GENERAL_WEIGHTS.parent / FLOORS_FILE
+    from samstream.model.embedded import shipped_weights
+
+    if Path(general_weights).resolve() == shipped_weights().resolve():
+        return shipped_weights().parent / FLOORS_FILE
     return Path(general_weights).with_suffix(".floors.json")
 
 

@@ -649,7 +649,11 @@ def load_embedded_model(path: str | Path) -> EmbeddedModel:
     return model.eval()
 
 
+def shipped_weights() -> Path:
+    """The packaged general weights (`model/weights/tiny.safetensors`)."""
+    return WEIGHTS_DIR / "tiny.safetensors"
+
+
 def load_embedded(path: str | Path | None = None, text_encoder=None, mask_floor: Floor = 0.0) -> EmbeddedSeparator:
-    """The packaged default model (`model/weights/tiny.safetensors`), or a weights file saved by training."""
-    return EmbeddedSeparator(load_embedded_model(path or WEIGHTS_DIR / "tiny.safetensors"), text_encoder,
-                             mask_floor=mask_floor)
+    """The packaged default model (`shipped_weights()`), or a weights file saved by training."""
+    return EmbeddedSeparator(load_embedded_model(path or shipped_weights()), text_encoder, mask_floor=mask_floor)

@@ -9,7 +9,8 @@ import soundfile as sf
 
 from fixtures.real_audio import at_snr, real_sounds, real_speech
 from samstream.clients.cli import main
-from samstream.model.composite import SHIPPED_GENERAL_WEIGHTS, load_default
+from samstream.model.composite import load_default
+from samstream.model.embedded import shipped_weights
 from samstream.model.training.calibrate import GRID, MIN_BAND_GAIN_DB, set_floor
 from samstream.model.training.evaluate import composite_estimator, evaluate, load_items
 
@@ -81,8 +82,8 @@ def test_recalibrating_some_classes_keeps_the_others(calibration_dir, tmp_path, 
 def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(calibration_dir, tmp_path, capsys):
     snapshot = tmp_path / "weights" / "snapshot.safetensors"  # a training snapshot: weights and their config
     snapshot.parent.mkdir()
-    shutil.copy(SHIPPED_GENERAL_WEIGHTS, snapshot)
-    shutil.copy(SHIPPED_GENERAL_WEIGHTS.with_suffix(".json"), snapshot.with_suffix(".json"))
+    shutil.copy(shipped_weights(), snapshot)
+    shutil.copy(shipped_weights().with_suffix(".json"), snapshot.with_suffix(".json"))
     assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--json"]) == 0
     table = last_json(capsys)
     assert table["out"] == str(snapshot.with_suffix(".floors.json")) and table["general_weights"] == snapshot.name

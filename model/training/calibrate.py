@@ -181,16 +181,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from samstream.model.composite import (EXPERT, GENERAL, GENERAL_MASK_FLOOR, SHIPPED_GENERAL_WEIGHTS, file_sha256,
-                                           floors_file, load_default)
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
+    from samstream.model.composite import EXPERT, GENERAL, GENERAL_MASK_FLOOR, file_sha256, floors_file, load_default
+    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, shipped_weights
     from samstream.model.errors import UserFacingError
     from samstream.model.training.evaluate import load_items
 
     torch.set_num_threads(args.threads)
     items = [item for directory in args.directories
              for item in load_items(directory, per_class=args.per_class, classes=args.classes)]
-    weights = args.general or SHIPPED_GENERAL_WEIGHTS
+    weights = args.general or shipped_weights()
     if not weights.is_file():
         raise UserFacingError(f"general weights {weights} not found (a .safetensors saved by `samstream train`)")
     out = args.out or floors_file(weights)
