@@ -246,7 +246,7 @@ def isolated_legs(args: argparse.Namespace, model: str, legs: list[str]) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.embedded import shipped_weights
 
     if args.ray:
         import sys
@@ -256,9 +256,9 @@ def run(args: argparse.Namespace) -> int:
         return bench_ray.run(args, sys.modules[__name__])
     model = args.model
     if model == "auto":
-        model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"
+        model = "tiny" if shipped_weights().is_file() else "random"
         if model == "random":
-            print(f"the tiny model's weights ({WEIGHTS_DIR / 'tiny.safetensors'}) do not exist yet: measuring the "
+            print(f"the tiny model's weights ({shipped_weights()}) do not exist yet: measuring the "
                   "same architecture with random weights (same compute); pass --model to choose")
     result = {"model": model, "threads": args.threads, "legs": args.legs, "speech_expert": not args.no_speech_expert}
     isolated = [leg for leg in args.legs if leg in ISOLATED_LEGS]

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, e2e) -> int:
     """`e2e` is the bench_e2e module (which calls this): its server start and WebSocket leg are reused (passed
     in rather than imported, so that the two modules do not import each other)."""
-    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.embedded import shipped_weights
 
     start_server, ws_leg = e2e.start_server, e2e.ws_leg
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, e2e) -> int:
         raise SystemExit(f"samstream bench e2e: error: --replicas takes counts of 1 or more, e.g. 1,2 (got {args.replicas!r})")
     model = args.model
     if model == "auto":
-        model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"
+        model = "tiny" if shipped_weights().is_file() else "random"
     result: dict = {"model": model, "threads": args.threads, "legs": ["ws"], "ray": True, "configs": {}}
     configs = [("single", ())] + [(f"ray_{n}", ("--ray", "--replicas", str(n), "--replica-sessions",
                                                 str(max(1, args.max_streams)))) for n in counts]

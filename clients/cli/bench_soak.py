@@ -196,11 +196,11 @@ def check_accounting(records: list[SessionRecord], ended: dict[str, dict]) -> li
 
 def run(args: argparse.Namespace) -> int:
     from samstream.clients.cli.bench_e2e import start_server, stop_server
-    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.embedded import shipped_weights
 
     model = args.model
     if model == "auto":
-        model = "tiny" if (WEIGHTS_DIR / "tiny.safetensors").is_file() else "random"
+        model = "tiny" if shipped_weights().is_file() else "random"
     extra = ("--no-speech-expert",) if args.no_speech_expert else ()
     process, url, log_path = start_server(model, args.threads, args.streams + 2, extra=extra)
     soak = Soak(began=time.perf_counter())

@@ -194,8 +194,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"general weights {weights} not found (a .safetensors saved by `samstream train`)")
     out = args.out or floors_file(weights)
     sha256 = file_sha256(weights)
-    # one floor for every prompt, set per run below
-    separator = load_default(mask_floor=0.0, general_weights=weights)
+    separator = load_default(mask_floor=0.0, general_weights=weights)  # one floor for every prompt, set per run below
     runs = floor_runs(separator, items)
     if not runs:
         raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator or the speech "
