@@ -5,13 +5,16 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
 - the speech refiner (model/masknet.py with the expert's estimate as an input): corrects the expert's estimate for
   the speech classes (what it keeps of other sound, which voice "man speaking" / "woman speaking" means);
+- the pitch mask (model/gender_mask.py): which voice of the expert's estimate "man speaking" / "woman speaking"
+  means, by pitch;
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip;
 - the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
-  refined by the speech refiner (prompted with the class's canonical wording) when one is shipped;
+  refined by the speech refiner (prompted with the class's canonical wording) when one is shipped, else for
+  "man speaking" / "woman speaking" masked by pitch to the voices of that gender;
 - "voice": an enrollment clip (alone or with speech wording): the voice picker on the mixture (beside the expert:
   measured better than on the expert's estimate), as it arrives (not delayed like the other branches: see Timing);
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
@@ -49,6 +52,7 @@ from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
 from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, EmbeddedSeparator, Floor, check_floor, check_share, lowest_share
 from samstream.model.errors import AudioInputError, PromptError
+from samstream.model.gender_mask import GenderMask, GenderMaskState
 from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
 from samstream.model.prompt_routing import PromptRouter, Route
@@ -100,12 +104,22 @@ class SharedExpert:
 
 
 @dataclass
+class PitchMaskedExpert:
+    """The expert branch of a gendered prompt: the pitch mask's stream, and the mixture delayed like its output
+    (the expert's floor mixes them)."""
+
+    mask: GenderMaskState
+    mixture: DelayLine
+
+
+@dataclass
 class CompositeState:
     """One stream of the default model (explicit state, moshi-style)."""
 
     branch: str  # EXPERT, VOICE or GENERAL
     route: Route
-    branch_state: Any  # the voice picker's or the general separator's stream state (None for EXPERT)
+    branch_state: Any  # the branch's stream state: the general separator's, the voice picker's, the speech
+    # refiner's or the pitch mask's (PitchMaskedExpert); None for the expert's estimate as it is
     align: DelayLine  # the branch output, delayed to the model's delay
     mixture_in: DelayLine  # normalised mixture, delayed to line up with the speech estimate
     mixture_out: DelayLine  # the raw mixture, delayed by the model's delay (residual = it − target)
@@ -130,6 +144,9 @@ class CompositeSeparator:
         self.expert_floor = check_share(expert_floor, "expert_floor")
         self.voice = voice if speech_expert else None
         self.refiner = refiner if speech_expert else None  # it refines the expert's estimate: nothing without one
+        # "man speaking" / "woman speaking": the expert keeps every voice, the pitch mask keeps that gender's (a
+        # shipped refiner would hear the prompt itself)
+        self.pitch_mask = GenderMask() if speech_expert and self.refiner is None else None
         self.sample_rate = general.sample_rate
         self.chunk_samples = general.chunk_samples
         self.config = general.config
@@ -147,13 +164,17 @@ class CompositeSeparator:
         else:
             self._pool = None
             self.expert_delay = 0
-        self.branch_delays = {EXPERT: self.refiner.delay_samples if self.refiner is not None else 0,
-                              GENERAL: general.delay_samples}
+        self.branch_delays = {EXPERT: self._expert_branch_delay(gendered=True), GENERAL: general.delay_samples}
         if self.voice is not None:
             self.branch_delays[VOICE] = self.voice.delay_samples
         self.delay_samples = self.expert_delay + max(self.branch_delays.values())
         self._history_hops = math.ceil(self.delay_samples / self.chunk_samples) + 2  # covers an undelayed branch
         self._embeddings: dict[bytes, np.ndarray] = {}  # enrollment clip digest -> speaker embedding
+
+    def _expert_branch_delay(self, gendered: bool) -> int:
+        if self.refiner is not None:
+            return self.refiner.delay_samples
+        return self.pitch_mask.delay_samples if gendered and self.pitch_mask is not None else 0
 
     # -- prompts ------------------------------------------------------------------------------------------
     def plan(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> tuple[str, Route]:
@@ -201,6 +222,9 @@ class CompositeSeparator:
             return self.voice.init_stream(text, speaker=self.speaker_embedding(example))
         if self.refiner is not None:
             return self.refiner.init_stream(canonical(route.target_class))
+        if route.gender is not None and self.pitch_mask is not None:
+            return PitchMaskedExpert(self.pitch_mask.init_stream(route.gender),
+                                     DelayLine(self.pitch_mask.delay_samples))
         return None
 
     def speaker_embedding(self, example) -> np.ndarray | None:
@@ -233,7 +257,7 @@ class CompositeSeparator:
         return CompositeState(
             branch=branch, route=route,
             branch_state=self._branch_state(branch, route, prompt, spans, example),
-            align=self._align(branch),
+            align=self._align(branch, route),
             mixture_in=DelayLine(self.expert_delay),
             mixture_out=DelayLine(self.delay_samples),
             gain_delay=DelayLine(self.delay_samples, fill=1.0),
@@ -241,9 +265,11 @@ class CompositeSeparator:
             expert=expert,
         )
 
-    def _align(self, branch: str) -> DelayLine:
+    def _align(self, branch: str, route: Route) -> DelayLine:
         input_delay = 0 if branch == VOICE else self.expert_delay
-        return DelayLine(self.delay_samples - input_delay - self.branch_delays[branch])
+        served = (self._expert_branch_delay(route.gender is not None) if branch == EXPERT
+                  else self.branch_delays[branch])
+        return DelayLine(self.delay_samples - input_delay - served)
 
     def set_prompt(self, state: CompositeState, prompt: str | None = None, spans: Sequence[Span] = (),
                    example=None, example_rate: int | None = None) -> None:
@@ -258,7 +284,7 @@ class CompositeSeparator:
                                     mask_floor=self.general_floor(route, spans, example))
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
-            state.align = self._align(branch)
+            state.align = self._align(branch, route)
             state.branch = branch
             state.route = route
             for hop in state.history:  # start the new branch in step with the stream
@@ -280,10 +306,16 @@ class CompositeSeparator:
         return mixture
 
     def _run_branch(self, states: list[CompositeState], inputs: list[np.ndarray], steps: int | None) -> np.ndarray:
-        """One hop of each state's branch (all states on the same branch) -> aligned targets [N, hop]."""
+        """One hop of each state's branch (all states on the same branch, with the same kind of branch state) ->
+        aligned targets [N, hop]."""
         branch = states[0].branch
         if branch == EXPERT and states[0].branch_state is None:
             mixture, speech = np.stack(inputs).transpose(1, 0, 2)
+            out = speech + self.expert_floor * (mixture - speech)
+        elif branch == EXPERT and isinstance(states[0].branch_state, PitchMaskedExpert):
+            mixture, speech = np.stack(inputs).transpose(1, 0, 2)
+            speech = self.pitch_mask.stream_step([s.branch_state.mask for s in states], speech)
+            mixture = np.stack([s.branch_state.mixture(row) for s, row in zip(states, mixture)])
             out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT:
             both = np.stack(inputs)
@@ -313,9 +345,9 @@ class CompositeSeparator:
             state.hops += 1
             state.history.append((normalized, mixture, speech))
             inputs[i] = self._branch_input(state, normalized, mixture, speech)
-            groups.setdefault(state.branch, []).append(i)
+            groups.setdefault((state.branch, type(state.branch_state)), []).append(i)  # one batched call per kind
         targets = np.empty_like(chunk)
-        for rows in groups.values():  # one batched call per branch
+        for rows in groups.values():
             targets[rows] = self._run_branch([states[i] for i in rows], [inputs[i] for i in rows], steps)
         targets /= restore
         result = np.empty((len(states), 2, self.chunk_samples), np.float32)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fixtures.real_audio import at_snr, real_sounds, real_speech
+from fixtures.real_audio import at_snr, real_sounds, real_speech, real_woman_speech
 from fixtures.signals import si_sdr
 from samstream.model.composite import EXPERT, GENERAL, VOICE, load_default
 from samstream.model.level import LevelState
@@ -133,11 +133,11 @@ def test_batched_streams_on_different_parts_equal_each_stream_alone(model, speec
     mixture, _ = speech_in_sounds
     hop = model.chunk_samples
     chunks = mixture[: 40 * hop].reshape(40, hop)
-    prompts = ["speech", "dog barking", "woman speaking"]
+    prompts = ["speech", "dog barking", "woman speaking", "man speaking"]
     together = [model.init_stream(p) for p in prompts]
     alone = [model.init_stream(p) for p in prompts]
     for chunk in chunks:
-        batched = model.stream_step(together, np.stack([chunk] * 3))
+        batched = model.stream_step(together, np.stack([chunk] * len(prompts)))
         for i, state in enumerate(alone):
             assert np.allclose(batched[i], model.stream_step([state], chunk[None])[0], atol=1e-5)
 
@@ -156,6 +156,36 @@ def test_a_prompt_change_to_another_part_is_in_step_at_once(model, speech_in_sou
     expected = np.concatenate([b for _, b in outputs[30:]])
     assert np.allclose(after, expected, atol=1e-6)
     assert all(np.isfinite(a).all() for a, _ in outputs)
+
+
+@pytest.mark.parametrize("gender", ["woman speaking", "man speaking"])
+def test_a_gender_wording_keeps_that_voice_of_a_man_and_a_woman_talking_at_once(model, gender):
+    """The expert keeps both voices; the pitch mask (model/gender_mask.py) keeps the asked gender's, at the same
+    latency. Real voices: a woman's spoken words and a man reading card names, equally loud, under real sounds."""
+    woman, man = real_woman_speech(8.0), real_speech(8.0, speaker="cards")
+    woman, man = woman / np.sqrt(np.mean(woman**2)), man / np.sqrt(np.mean(man**2))
+    mixture = (0.05 * (woman + man) + at_snr(0.05 * woman, real_sounds(8.0), 10.0)).astype(np.float32)
+    target = 0.05 * (woman if gender == "woman speaking" else man)
+    both_voices = model.separate(mixture, 16000, "speech").target
+    asked = model.separate(mixture, 16000, gender).target
+    # measured: woman +0.7 dB against -4.1 for the expert's estimate, man +4.0 against +1.6 (12 s, no sounds)
+    assert si_sdr(asked, target) - si_sdr(both_voices, target) > 1.5
+
+
+def test_a_prompt_change_to_a_gender_wording_is_in_step_at_once(model, speech_in_sounds):
+    mixture, _ = speech_in_sounds
+    hop = model.chunk_samples
+    switching, reference = model.init_stream("speech"), model.init_stream("woman speaking")
+    outputs = []
+    for k, chunk in enumerate(mixture[: 60 * hop].reshape(60, hop)):
+        if k == 30:
+            model.set_prompt(switching, "woman speaking")
+        outputs.append((model.stream_step([switching], chunk[None])[0, 0], model.stream_step([reference], chunk[None])[0, 0]))
+    # the pitch mask's memory of who was talking starts on the kept hops, not the whole stream: in step (a hop out
+    # of step would differ by the signal itself), equal but for that memory
+    after = np.concatenate([a for a, _ in outputs[31:]])
+    expected = np.concatenate([b for _, b in outputs[31:]])
+    assert snr_db(after, expected) > 30.0
 
 
 def test_without_the_speech_expert_no_native_state_is_made(speech_in_sounds):
