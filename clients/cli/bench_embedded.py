@@ -1,8 +1,9 @@
 """`samstream bench embedded`: real-time factor and latency of the default model on one CPU thread.
 
 The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt that
-reaches it: "speech" (the speech expert), an enrollment clip (the voice picker; 3 s of noise: the cost does not
-depend on the voice) and "dog barking" (the general separator, after the expert). `rtf` = compute time of the chunk
+reaches it: "speech" (the speech expert), "woman speaking" (the expert and its pitch mask), an enrollment clip (the
+voice picker; 3 s of noise: the cost does not depend on the voice) and "dog barking" (the general separator, after
+the expert). `rtf` = compute time of the chunk
 steps / duration of the audio they advance, per stream (with `--sessions` N, one batched step advances N streams);
 the headline `rtf` is the slowest part's. Latency: the fixed latency of a session at 16 kHz and at 48 kHz (the
 engine's resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
@@ -16,12 +17,15 @@ import json
 
 
 def part_prompts(rate: int) -> dict:
-    """One prompt per part of the default model, as `init_stream` keyword arguments."""
+    """One prompt per part of the default model: part -> (the branch serving it, `init_stream` keyword arguments)."""
     import numpy as np
 
+    from samstream.model.composite import EXPERT, GENERAL, VOICE
+
     enrollment = (0.1 * np.random.default_rng(1).standard_normal(3 * rate)).astype(np.float32)
-    return {"expert": dict(prompt="speech"), "voice": dict(example=enrollment, example_rate=rate),
-            "general": dict(prompt="dog barking")}
+    return {"expert": (EXPERT, dict(prompt="speech")), "pitch_mask": (EXPERT, dict(prompt="woman speaking")),
+            "voice": (VOICE, dict(example=enrollment, example_rate=rate)),
+            "general": (GENERAL, dict(prompt="dog barking"))}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
         separator = load_default(speech_expert=not args.no_speech_expert)
         # a part that does not serve its prompt here (no voice picker shipped, no expert) is not measured
-        parts = {name: kwargs for name, kwargs in part_prompts(separator.sample_rate).items()
-                 if separator.plan(kwargs.get("prompt"), example=kwargs.get("example"))[0] == name}
+        parts = {name: kwargs for name, (branch, kwargs) in part_prompts(separator.sample_rate).items()
+                 if separator.plan(kwargs.get("prompt"), example=kwargs.get("example"))[0] == branch}
     per_part = {name: measure(separator, kwargs, args.sessions, args.seconds, args.steps)
                 for name, kwargs in parts.items()}
     worst = max(per_part.values(), key=lambda figures: figures["rtf"])
