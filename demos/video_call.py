@@ -14,7 +14,7 @@ then on it hears that speaker only. The server (started here with the default mo
 how like the enrolled voice the call (and what you hear) sounds.
 
 Voices: --speaker-a/--speaker-b files; otherwise real read speech from Debian's pocketsphinx test data (A: a
-man reading card names, B: a woman reading a novel; `bash install.sh test` installs them), otherwise two
+man reading card names, B: a reader of a novel, also at a man's pitch; `bash install.sh test` installs them), otherwise two
 espeak-ng voices, otherwise synthetic vowel sounds (which no voice model knows: expect nothing from them).
 
 With a SAM Audio checkpoint that has its vision encoder (--model DIR), --box X0,Y0,X1,Y1 picks the speaker

@@ -176,17 +176,17 @@ async def test_three_seconds_of_the_live_stream_enroll_as_well_as_a_clip_file(de
 
     from samstream.stream.voice_meter import VoiceMeter
 
-    woman, man = real_speech(14.0, speaker="librivox"), real_speech(8.0, speaker="cards")
-    x, kept = call(woman[4 * RATE :], man)
+    reader, man = real_speech(14.0, speaker="librivox"), real_speech(8.0, speaker="cards")
+    x, kept = call(reader[4 * RATE :], man)
     soundfile.write(tmp_path / "call.wav", x, RATE, subtype="FLOAT")
-    soundfile.write(tmp_path / "her_voice.wav", woman[: 3 * RATE], RATE, subtype="FLOAT")  # other sentences of hers
+    soundfile.write(tmp_path / "reader.wav", reader[: 3 * RATE], RATE, subtype="FLOAT")  # other sentences of theirs
     meter = VoiceMeter(RATE)
     server = SeparationServer(default_model, ServerConfig(port=0), model_name="tiny", realtime_budget_s=math.inf,
                               quality_monitor=meter)
     await server.start()
     try:
         live, started, enrolled, readings = await run_stream(server, x, enroll_at=SOLO_S)
-        summary = await stream_command(server, str(tmp_path / "call.wav"), "--enroll", str(tmp_path / "her_voice.wav"),
+        summary = await stream_command(server, str(tmp_path / "call.wav"), "--enroll", str(tmp_path / "reader.wav"),
                                        "-o", str(tmp_path / "from_file"))
     finally:
         await server.shutdown()
@@ -203,7 +203,7 @@ async def test_three_seconds_of_the_live_stream_enroll_as_well_as_a_clip_file(de
     # Both are served by the same part of the model: the voice picker, or, without its weights, the general network.
     assert enrolled["understood"]["branch"] != "expert"
     assert started["understood"]["branch"] == "expert" and (enrolled["from_s"], enrolled["to_s"]) == (0.0, SOLO_S)
-    # The voice meter: no reading before the enrollment, readings of her voice after it.
+    # The voice meter: no reading before the enrollment, readings of the reader's voice after it.
     voice = [r for r in readings if r is not None]
     assert voice and all(r["enrolled_s"] == SOLO_S and "error" not in r for r in voice), readings
     assert readings[0] is None and all(-1 <= r["input"] <= 1 for r in voice if r["input"] is not None)

@@ -159,15 +159,16 @@ def test_monitors_combine():
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_on_real_voices_the_meter_tells_the_enrolled_speaker_from_another():
-    """Enrolled: a woman (3 s of her reading). The stream: her alone, a man alone, both, silence; readings every
-    0.5 s of input with GE2E. Her windows read higher than his, and silence reads null."""
-    woman, man = real_speech(14.0, speaker="librivox"), real_speech(8.0, speaker="cards")
-    her, him = woman[4 * RATE : 8 * RATE], man[: 4 * RATE]
-    both = woman[8 * RATE : 12 * RATE] + at_snr(woman[8 * RATE : 12 * RATE], man[4 * RATE :], 0.0)
-    stream = np.concatenate([her, him, both, np.zeros(2 * RATE, np.float32)])
+    """Enrolled: the LibriVox reader (3 s of their reading). The stream: them alone, another man alone, both,
+    silence; readings every 0.5 s of input with GE2E. The reader's windows read higher than the other's, and
+    silence reads null."""
+    reader, man = real_speech(14.0, speaker="librivox"), real_speech(8.0, speaker="cards")
+    reader_alone, him = reader[4 * RATE : 8 * RATE], man[: 4 * RATE]
+    both = reader[8 * RATE : 12 * RATE] + at_snr(reader[8 * RATE : 12 * RATE], man[4 * RATE :], 0.0)
+    stream = np.concatenate([reader_alone, him, both, np.zeros(2 * RATE, np.float32)])
     meter = VoiceMeter(RATE)
     metrics = SessionMetrics(latency_ms=0.0)
-    tap = meter.tap(metrics, Prompt(example=woman[: 3 * RATE]))
+    tap = meter.tap(metrics, Prompt(example=reader[: 3 * RATE]))
     readings = {}
     for start in range(0, len(stream) - HOP + 1, HOP):
         tap.observe(stream[start : start + HOP], stream[start : start + HOP])
@@ -179,9 +180,9 @@ def test_on_real_voices_the_meter_tells_the_enrolled_speaker_from_another():
     def inside(lo, hi):  # readings whose 1.6 s window lies within [lo, hi] s
         return [v for end, v in readings.items() if lo + 1.6 <= end <= hi]
 
-    alone_her, alone_him, silence = inside(0, 4), inside(4, 8), inside(12, 14)
-    assert len(alone_her) >= 4 and len(alone_him) >= 4 and silence and set(silence) == {None}
-    assert min(alone_her) > max(alone_him), (alone_her, alone_him)
-    assert np.mean(alone_her) - np.mean(alone_him) > 0.08, (alone_her, alone_him)
+    alone_reader, alone_him, silence = inside(0, 4), inside(4, 8), inside(12, 14)
+    assert len(alone_reader) >= 4 and len(alone_him) >= 4 and silence and set(silence) == {None}
+    assert min(alone_reader) > max(alone_him), (alone_reader, alone_him)
+    assert np.mean(alone_reader) - np.mean(alone_him) > 0.08, (alone_reader, alone_him)
     assert all(v is not None and 0 < v <= 1 for v in inside(8, 12))
     assert metrics.voice["skipped"] == 0
