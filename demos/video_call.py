@@ -13,9 +13,11 @@ then on it hears that speaker only. The server (started here with the default mo
 --server) returns the separated sound beside the call's video, and its voice meter says, every half second,
 how like the enrolled voice the call (and what you hear) sounds.
 
-Voices: --speaker-a/--speaker-b files; otherwise real read speech from Debian's pocketsphinx test data (A: a
-man reading card names, B: a reader of a novel, also at a man's pitch; `bash install.sh test` installs them), otherwise two
-espeak-ng voices, otherwise synthetic vowel sounds (which no voice model knows: expect nothing from them).
+Voices: --speaker-a/--speaker-b files; otherwise real recordings from Debian packages that `bash install.sh test`
+installs: A a man reading card names (pocketsphinx test data), B a woman speaking the channel names of the
+freedesktop sound theme ("front left", ...); with --same-gender B is instead a man reading a novel (the
+pocketsphinx test data's LibriVox reader), the voice picker's hard case. Otherwise two espeak-ng voices, otherwise
+synthetic vowel sounds (which no voice model knows: expect nothing from them).
 
 With a SAM Audio checkpoint that has its vision encoder (--model DIR), --box X0,Y0,X1,Y1 picks the speaker
 on the video instead: a box around their tile (fractions of the picture from its top-left corner; speaker A's
@@ -52,6 +54,7 @@ SOLO_S = 3.0  # each speaker alone, the kept one first
 ENROLL_S = 2.8  # the kept speaker's first seconds become the enrollment
 TOGETHER_S = 6.0  # then both
 READINGS = Path("/usr/share/pocketsphinx/test/data")  # bash install.sh test
+SPOKEN_WORDS = Path("/usr/share/sounds/freedesktop/stereo")  # the same: a woman's voice (audio-channel-*.oga)
 SENTENCES = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
              "It is easy to tell the depth of a well. These days a chicken leg is a rare dish.",
              "Rice is often served in round bowls. The juice of lemons makes fine punch. The box was thrown "
@@ -88,13 +91,12 @@ def load_voice(path: str | Path, seconds: float) -> np.ndarray:
     return fit(read_mono_48k(str(path)), seconds)
 
 
-def reading(folder: str, seconds: float) -> np.ndarray:
-    """One real reader of the pocketsphinx test data: their recordings one after another, 0.1 s apart."""
+def recordings(paths: list[Path], seconds: float) -> np.ndarray:
+    """One real speaker's recordings one after another, 0.1 s apart."""
     from samstream.clients.webrtc_client import read_mono_48k
 
     gap = np.zeros(RATE // 10, np.float32)
-    return fit(np.concatenate([part for path in sorted((READINGS / folder).glob("*.wav"))
-                               for part in (read_mono_48k(str(path)), gap)]), seconds)
+    return fit(np.concatenate([part for path in paths for part in (read_mono_48k(str(path)), gap)]), seconds)
 
 
 def espeak(voice: str, text: str, seconds: float) -> np.ndarray:
@@ -113,8 +115,14 @@ def voices(args: argparse.Namespace, seconds: float) -> tuple[np.ndarray, np.nda
     """Speakers A and B, and where they come from."""
     if args.speaker_a and args.speaker_b:
         return load_voice(args.speaker_a, seconds), load_voice(args.speaker_b, seconds), "your files"
-    if (READINGS / "cards").is_dir() and (READINGS / "librivox").is_dir():
-        return reading("cards", seconds), reading("librivox", seconds), f"real read speech ({READINGS})"
+    man, reader = sorted((READINGS / "cards").glob("*.wav")), sorted((READINGS / "librivox").glob("*.wav"))
+    woman = sorted(SPOKEN_WORDS.glob("audio-channel-*.oga"))
+    if man and reader and args.same_gender:
+        return (recordings(man, seconds), recordings(reader, seconds),
+                f"real read speech of two men ({READINGS}: cards, librivox)")
+    if man and woman and not args.same_gender:
+        return (recordings(man, seconds), recordings(woman, seconds),
+                f"real speech of a man ({READINGS / 'cards'}) and a woman ({SPOKEN_WORDS}/audio-channel-*)")
     if shutil.which("espeak-ng"):
         return (espeak("en-us+m3", SENTENCES[0], seconds), espeak("en-us+f4", SENTENCES[1], seconds),
                 "espeak-ng voices en-us+m3 and en-us+f4")
@@ -322,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speaker-a", help="speech of speaker A (any audio file; with --speaker-b); default: real "
                                             "read speech, else espeak-ng, else synthetic")
     parser.add_argument("--speaker-b", help="speech of speaker B")
+    parser.add_argument("--same-gender", action="store_true",
+                        help="the default real voices, with B a second man instead of a woman")
     parser.add_argument("--enroll-seconds", type=float, default=ENROLL_S, metavar="S",
                         help=f"enroll the kept speaker's first S seconds of the call (0.5-{SOLO_S:g}; default {ENROLL_S:g}: "
                              "a margin before the other speaker starts)")
