@@ -164,6 +164,7 @@ class CompositeSeparator:
         else:
             self._pool = None
             self.expert_delay = 0
+        # each branch's longest delay (the expert branch's: with the pitch mask) sets the model's one delay
         self.branch_delays = {EXPERT: self._expert_branch_delay(gendered=True), GENERAL: general.delay_samples}
         if self.voice is not None:
             self.branch_delays[VOICE] = self.voice.delay_samples

@@ -22,7 +22,7 @@ codec's delay of n_fft − hop samples and no look-ahead):
   a voice alone passes as the expert left it (its pitch errors are in weakly voiced frames).
 
 Measured on held-out speech items, with its parameters chosen on calibration sets: docs/model_card.md,
-"Man or woman: a pitch mask".
+"Man or woman: the pitch mask".
 """
 
 from __future__ import annotations
@@ -132,8 +132,7 @@ class GenderMask:
 
     def stream_step(self, states: list[GenderMaskState], chunks: np.ndarray) -> np.ndarray:
         """[N, S] (S whole hops) -> [N, S]."""
-        spectra = states[0].stft.analyse(torch.from_numpy(np.ascontiguousarray(chunks, np.float32)),
-                                         [s.stft for s in states])
+        states[0].stft.analyse(torch.from_numpy(np.ascontiguousarray(chunks, np.float32)), [s.stft for s in states])
         out = np.empty_like(chunks, dtype=np.float32)
         for row, state in enumerate(states):
             frames = state.stft.take(state.stft.ready())
@@ -161,9 +160,8 @@ class GenderMask:
         near_first = np.abs(np.log2(pitches[None] / pitches[first][:, None])) < SAME_VOICE_OCTAVES
         second_salience[near_first] = -np.inf
         second = second_salience.argmax(-1)
-        rows = np.arange(len(frames))
         masks = np.empty((len(frames), PITCH_FFT // 2 + 1))
-        for t in rows:
+        for t in range(len(frames)):
             target_comb = np.zeros(PITCH_FFT // 2 + 1)
             other_comb = np.zeros(PITCH_FFT // 2 + 1)
             heard_target = heard_other = clear_other = False
