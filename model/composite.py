@@ -315,7 +315,7 @@ class CompositeSeparator:
             out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT and isinstance(states[0].branch_state, PitchMaskedExpert):
             mixture, speech = np.stack(inputs).transpose(1, 0, 2)
-            speech = self.pitch_mask.stream_step([s.branch_state.mask for s in states], speech)
+            speech = self.pitch_mask.stream_step([s.branch_state.mask for s in states], speech, mixture)
             mixture = np.stack([s.branch_state.mixture(row) for s, row in zip(states, mixture)])
             out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT:
