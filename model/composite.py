@@ -5,8 +5,8 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
 - the speech refiner (model/masknet.py with the expert's estimate as an input): corrects the expert's estimate for
   the speech classes (what it keeps of other sound, which voice "man speaking" / "woman speaking" means);
-- the pitch mask (model/gender_mask.py): which voice of the expert's estimate "man speaking" / "woman speaking"
-  means, by pitch;
+- the pitch mask (model/gender_mask.py): which voices "man speaking" / "woman speaking" mean, by pitch, tracked on
+  the expert's estimate;
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip;
 - the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
@@ -14,7 +14,8 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
   refined by the speech refiner (prompted with the class's canonical wording) when one is shipped, else for
-  "man speaking" / "woman speaking" masked by pitch to the voices of that gender;
+  "man speaking" / "woman speaking" the mixture masked by pitch to the voices of that gender and by the expert's
+  gain;
 - "voice": an enrollment clip (alone or with speech wording): the voice picker on the mixture (beside the expert:
   measured better than on the expert's estimate), as it arrives (not delayed like the other branches: see Timing);
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
