@@ -7,8 +7,6 @@ from fixtures.real_audio import real_speech, real_woman_speech
 from fixtures.signals import si_sdr
 from samstream.model.gender_mask import GenderMask
 
-RATE = 16000
-
 
 @pytest.fixture(scope="module")
 def voices():
