@@ -110,6 +110,16 @@ def harmonic_combs() -> np.ndarray:
     return combs
 
 
+@functools.lru_cache(maxsize=1)
+def mask_combs() -> np.ndarray:
+    """`harmonic_combs` at the mask's own bins (every PITCH_FFT // N_FFT-th), and a last row of zeros: NO_VOICE."""
+    combs = harmonic_combs()[:, :: PITCH_FFT // N_FFT]
+    return np.concatenate([combs, np.zeros((1, combs.shape[1]))])
+
+
+NO_VOICE = -1  # the zero row of `mask_combs`
+
+
 @dataclass
 class GenderMaskState:
     """One stream: the STFTs of the expert's estimate and of the mixture, and how recently each voice was heard."""
@@ -177,31 +187,36 @@ class GenderMask:
         near_first = np.abs(np.log2(pitches[None] / pitches[first][:, None])) < SAME_VOICE_OCTAVES
         second_salience[near_first] = -np.inf
         second = second_salience.argmax(-1)
-        masks = np.empty((len(frames), PITCH_FFT // 2 + 1))
-        on_target = np.empty_like(masks)
-        for t in range(len(frames)):
-            target_comb = np.zeros(PITCH_FFT // 2 + 1)
-            other_comb = np.zeros(PITCH_FFT // 2 + 1)
+        # Per frame only the scalar decisions (they carry state from frame to frame): which candidates are the
+        # target's and the other's (NO_VOICE: none), the recent share of target voicing, whether the mask acts.
+        count = len(frames)
+        target_voices = np.full((count, 2), NO_VOICE)
+        other_voices = np.full((count, 2), NO_VOICE)
+        recent = np.ones(count)
+        acting = np.zeros(count, bool)
+        for t in range(count):
             heard_target = heard_other = clear_other = False
             target_pitch = 0.0
-            for candidate, value in ((first[t], salience[t, first[t]]), (second[t], second_salience[t, second[t]])):
+            for slot, (candidate, value) in enumerate(((first[t], salience[t, first[t]]),
+                                                       (second[t], second_salience[t, second[t]]))):
                 if value <= self.config.voicing:
                     continue
                 if self._targets(state, pitches[candidate]):
-                    target_comb, heard_target = np.maximum(target_comb, combs[candidate]), True
+                    target_voices[t, slot], heard_target = candidate, True
                     target_pitch = target_pitch or pitches[candidate]
                 else:
-                    other_comb, heard_other = np.maximum(other_comb, combs[candidate]), True
+                    other_voices[t, slot], heard_other = candidate, True
                     clear_other = clear_other or value > self.config.clear_salience
             state.target_pitch = target_pitch
-            on_target[t] = target_comb * (1 - other_comb)
             state.target_presence = self._memory * state.target_presence + (1 - self._memory) * heard_target
             state.other_presence = self._memory * state.other_presence + (1 - self._memory) * heard_other
             state.clear_other = self._clear_memory * state.clear_other + (1 - self._clear_memory) * clear_other
-            if state.clear_other < self.config.clear_share:
-                masks[t] = 1.0
-                continue
-            recent = (state.target_presence + 1e-3) / (state.target_presence + state.other_presence + 1e-3)
-            masks[t] = (target_comb * (1 - other_comb) + 0.5 * target_comb * other_comb
-                        + recent * (1 - target_comb) * (1 - other_comb))
-        return masks[:, :: PITCH_FFT // N_FFT], on_target[:, :: PITCH_FFT // N_FFT]
+            acting[t] = state.clear_other >= self.config.clear_share
+            recent[t] = (state.target_presence + 1e-3) / (state.target_presence + state.other_presence + 1e-3)
+        combs_at_mask_bins = mask_combs()
+        target_comb = combs_at_mask_bins[target_voices].max(1)
+        other_comb = combs_at_mask_bins[other_voices].max(1)
+        on_target = target_comb * (1 - other_comb)
+        masks = on_target + 0.5 * target_comb * other_comb + recent[:, None] * (1 - target_comb) * (1 - other_comb)
+        masks[~acting] = 1.0
+        return masks, on_target
