@@ -31,8 +31,7 @@ by `delay_samples` = STFT overlap (n_fft − hop) + look-ahead.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -44,11 +43,12 @@ from torch import nn
 from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_frames, validate_span
 from samstream.model.audio import check_sample_rate, resample, to_mono
 from samstream.model.dit import DiT, DiTConfig, FusedDiT, modulate
-from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
+from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.separator import Separation, fit_length
 from samstream.model.stft import (active_frames, analysis_frames, clip_spectra, log_magnitude, overlap_add,
                                   state_to_mask, synthesis_frames, with_lookahead)
+from samstream.model.weights_file import config_from_dict, load_weights, save_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MEMORY_SLOTS = 3  # <null>, text, example
@@ -74,11 +74,7 @@ class EmbeddedConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "EmbeddedConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ModelLoadError(f"unknown embedded-model config keys {unknown}")
-        return cls(**values)
+        return config_from_dict(cls, values, "embedded-model")
 
     @property
     def bins(self) -> int:
@@ -619,34 +615,11 @@ class EmbeddedSeparator:
 # -- packaged weights ---------------------------------------------------------------------------------------------
 def save_embedded(model: EmbeddedModel, path: str | Path, metadata: dict | None = None) -> None:
     """Weights as safetensors + the config as `<stem>.json` beside them."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    info = {"config": asdict(model.config), **(metadata or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    save_weights(model, path, {"config": asdict(model.config), **(metadata or {})})
 
 
 def load_embedded_model(path: str | Path) -> EmbeddedModel:
-    path = Path(path)
-    config_path = path.with_suffix(".json")
-    if not path.is_file() or not config_path.is_file():
-        raise ModelLoadError(f"embedded model weights {path} (with its config {config_path.name}) not found")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        config = EmbeddedConfig.from_dict(json.loads(config_path.read_text())["config"])
-        state = load_file(str(path))
-    except (SafetensorError, json.JSONDecodeError, KeyError, OSError) as error:
-        raise ModelLoadError(f"cannot read the embedded model {path}: {error}") from None
-    model = EmbeddedModel(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ModelLoadError(f"{path} does not fit its config: {error}") from None
-    return model.eval()
+    return load_weights(path, "the embedded model", lambda config: EmbeddedModel(EmbeddedConfig.from_dict(config)))
 
 
 def shipped_weights() -> Path:

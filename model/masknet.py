@@ -25,9 +25,8 @@ equals the offline run up to float rounding, at a fixed delay of (n_fft − hop)
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +41,7 @@ from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
 from samstream.model.polyphase import polyphase_resample
 from samstream.model.stft import (StftStream, active_frames, analysis_frames, clip_spectra, log_magnitude,
                                   overlap_add, synthesis_frames, with_lookahead)
+from samstream.model.weights_file import config_from_dict, load_weights, save_weights
 
 
 @dataclass
@@ -66,14 +66,10 @@ class MaskNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "MaskNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ModelLoadError(f"unknown mask-network config keys {unknown}")
         values = dict(values)
-        if "band_edges" in values:
+        if "band_edges" in values:  # a tuple, saved as a JSON list
             values["band_edges"] = tuple(values["band_edges"])
-        return cls(**values)
+        return config_from_dict(cls, values, "mask-network")
 
     @property
     def bins(self) -> int:
@@ -486,31 +482,8 @@ def _row_state(state: dict, row: int, batch: int) -> dict:
 # -- weights ------------------------------------------------------------------------------------------------------
 def save_masknet(model: MaskNet, path: str | Path, metadata: dict | None = None) -> None:
     """Weights as safetensors + `<stem>.json` (arch, config, metadata) beside them."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    info = {"arch": "masknet", **(metadata or {}), "config": asdict(model.config)}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    save_weights(model, path, {"arch": "masknet", **(metadata or {}), "config": asdict(model.config)})
 
 
 def load_masknet(path: str | Path) -> MaskNet:
-    path = Path(path)
-    config_path = path.with_suffix(".json")
-    if not path.is_file() or not config_path.is_file():
-        raise ModelLoadError(f"mask-network weights {path} (with its config {config_path.name}) not found")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        config = MaskNetConfig.from_dict(json.loads(config_path.read_text())["config"])
-        state = load_file(str(path))
-    except (SafetensorError, json.JSONDecodeError, KeyError, OSError) as error:
-        raise ModelLoadError(f"cannot read the mask network {path}: {error}") from None
-    model = MaskNet(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ModelLoadError(f"{path} does not fit its config: {error}") from None
-    return model.eval()
+    return load_weights(path, "the mask network", lambda config: MaskNet(MaskNetConfig.from_dict(config)))

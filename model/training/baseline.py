@@ -7,7 +7,6 @@ the network and the objective. Offline only; it exists to tell whether the embed
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samstream.model.stft import clip_spectra, log_magnitude, overlap_add, synthesis_frames
-from samstream.model.errors import ModelLoadError
+from samstream.model.weights_file import config_from_dict, load_weights, save_weights
 
 
 @dataclass
@@ -76,26 +75,12 @@ class BaselineModel(nn.Module):
 
 
 def save_baseline(model: BaselineModel, path: str | Path, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps({"arch": "baseline", "config": asdict(model.config),
-                                                     **(metadata or {})}, indent=1))
+    save_weights(model, path, {"arch": "baseline", "config": asdict(model.config), **(metadata or {})})
 
 
 def load_baseline(path: str | Path) -> BaselineModel:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise ModelLoadError(f"baseline weights {path} (with its .json config) not found: train it with "
-                             "`samstream train --arch baseline`")
-    info = json.loads(path.with_suffix(".json").read_text())
-    model = BaselineModel(BaselineConfig(**info["config"]))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
+    return load_weights(path, "the baseline", lambda config: BaselineModel(config_from_dict(BaselineConfig, config, "baseline")),
+                        missing_hint=": train it with `samstream train --arch baseline`")
 
 
 class BaselineSeparator:
