@@ -16,6 +16,12 @@ def saved(tmp_path, **config):
     return model, path
 
 
+def edit_config(path, **changes):
+    info = json.loads(path.with_suffix(".json").read_text())
+    info["config"].update(changes)
+    path.with_suffix(".json").write_text(json.dumps(info))
+
+
 def test_round_trip_keeps_weights_config_and_metadata(tmp_path):
     model, path = saved(tmp_path)
     loaded = load_baseline(path)
@@ -42,17 +48,13 @@ def test_a_corrupt_weights_file_is_a_clear_error(tmp_path):
 
 def test_weights_of_another_size_than_the_config(tmp_path):
     _, path = saved(tmp_path)
-    info = json.loads(path.with_suffix(".json").read_text())
-    info["config"]["hidden"] = 64
-    path.with_suffix(".json").write_text(json.dumps(info))
+    edit_config(path, hidden=64)
     with pytest.raises(ModelLoadError, match="does not fit its config"):
         load_baseline(path)
 
 
 def test_an_unknown_config_key_is_named(tmp_path):
     _, path = saved(tmp_path)
-    info = json.loads(path.with_suffix(".json").read_text())
-    info["config"]["hiden"] = 32
-    path.with_suffix(".json").write_text(json.dumps(info))
+    edit_config(path, hiden=32)
     with pytest.raises(ModelLoadError, match="unknown baseline config keys.*hiden"):
         load_baseline(path)
