@@ -209,12 +209,12 @@ def test_a_new_run_starts_from_given_weights_with_a_fresh_schedule(tmp_path):
         train(config, ToneInNoise(), VECTORS, tmp_path / "third", progress=False)
 
 
-def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_does_not_fit(tmp_path):
+@pytest.fixture
+def train_command(tmp_path):
+    """`samstream train --data TOY_CACHE ...` as a function, and the toy cache."""
     import argparse
 
     from samstream.model.class_prompts import all_train_prompts
-    from samstream.model.embedded import WEIGHTS_DIR
-    from samstream.model.errors import UserFacingError
     from samstream.model.training import cli_train
     from samstream.model.training.index import build_index
     from samstream.model.training.toy_cache import make_toy_cache, write_toy_rir_bank
@@ -234,6 +234,14 @@ def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_do
         cli_train.add_arguments(parser)
         return cli_train.run(parser.parse_args(["--data", str(cache), *argv]))
 
+    return run, cache
+
+
+def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_does_not_fit(tmp_path, train_command):
+    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.errors import UserFacingError
+
+    run, _ = train_command
     shipped = WEIGHTS_DIR / "tiny.safetensors"
     with pytest.raises(UserFacingError, match="no weights there"):
         run("--run", str(tmp_path / "a"), "--init", str(tmp_path / "missing.safetensors"))
@@ -252,3 +260,22 @@ def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_do
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(UserFacingError, match="has a checkpoint and resumes from it"):
         run("--run", str(tmp_path / "a"), "--init", str(shipped))
+
+
+def test_the_general_separator_trains_on_a_general_pool_and_its_run_keeps_needing_one(tmp_path, train_command):
+    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.errors import UserFacingError
+    from samstream.model.training.speech_pool import SpeechPoolConfig, write_pool
+
+    run, cache = train_command
+    pool = tmp_path / "pool"
+    write_pool(cache, pool, shards=1, config=SpeechPoolConfig(seconds=1.0, shard_examples=2, targets="general"),
+               progress=False)
+    common = ("--run", str(tmp_path / "a"), "--batch-size", "1", "--seconds", "0.5")
+    run(*common, "--init", str(WEIGHTS_DIR / "tiny.safetensors"), "--pool", str(pool), "--steps", "1")
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (saved["task"], saved["speech_removed"]) == ("general", True)
+    with pytest.raises(UserFacingError, match="trains on a general pool: give --pool"):
+        run(*common, "--steps", "2")
+    run(*common, "--pool", str(pool), "--steps", "2")  # resumed on it
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["speech_removed"]

@@ -68,11 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(_data_run=_run_build_voice_eval)
 
-    p = sub.add_parser("speech-pool", help="add shards of speech-class mixtures with the speech expert's estimate "
-                                           "(the speech refiner's training data) to a folder")
+    p = sub.add_parser("speech-pool", help="add shards of mixtures with the speech expert's estimate to a folder "
+                                           "(speech classes: the speech refiner's training data; every class: the "
+                                           "general separator's, as the default model feeds it)")
     p.add_argument("--out", type=Path, required=True, help="pool folder (e.g. cache/speech_pool)")
     _cache_arg(p)
     p.add_argument("--shards", type=int, default=100, help="shards to add (64 examples of 4 s each; default 100)")
+    p.add_argument("--targets", choices=["speech", "general"], default="speech",
+                   help="speech: speech-class mixtures (`samstream train --task speech`); general: every class "
+                        "(`samstream train --task general --pool`) (default speech)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(_data_run=_run_speech_pool)
 
@@ -175,9 +179,9 @@ def _run_build_voice_eval(args, cache_dir: Path) -> int:
 
 
 def _run_speech_pool(args, cache_dir: Path) -> int:
-    from samstream.model.training.speech_pool import write_pool
+    from samstream.model.training.speech_pool import SpeechPoolConfig, write_pool
 
-    total = write_pool(cache_dir, args.out, args.shards, seed=args.seed)
+    total = write_pool(cache_dir, args.out, args.shards, SpeechPoolConfig(targets=args.targets), seed=args.seed)
     _finish(args, {"out": str(args.out), "shards": total}, [f"speech-pool: {total} shards in {args.out}"])
     return 0
 

@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of two by its enrollment clip (or its gender's wording); speech: refine the speech "
                              "expert's estimate for the speech classes (needs --pool) (default: the run's, else general)")
     parser.add_argument("--pool", type=Path, default=None,
-                        help="--task speech: the folder `samstream data speech-pool` writes to")
+                        help="the folder `samstream data speech-pool` writes to: needed by --task speech; with --task "
+                             "general (a pool written with --targets general) the general separator hears what the "
+                             "default model feeds it (the mixture less the expert's speech for the classes it "
+                             "separates that way), and the run keeps needing it")
     parser.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, log); resumes if it exists")
     parser.add_argument("--data", type=Path, default=None, help="data cache (default: $SAMSTREAM_DATA or ~/.cache/...)")
     parser.add_argument("--steps", type=int, help="total optimiser steps")
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if args.init is not None:
         values.update(initial_weights(args))
+    if args.pool is not None and values.get("task", "general") == "general":
+        values["speech_removed"] = True
     config = TrainConfig(**{k: v for k, v in values.items() if k in {f.name for f in fields(TrainConfig)}})
     data = args.data or default_cache_dir()
     if not (data / "index.json").is_file():
@@ -119,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
         if args.pool is None:
             raise UserFacingError("--task speech needs --pool DIR (written by `samstream data speech-pool --out DIR`)")
         source = SpeechPoolSource(args.pool)
+    elif config.speech_removed:
+        from samstream.model.training.speech_pool import SpeechPoolSource
+
+        if args.pool is None:
+            raise UserFacingError(f"{args.run} trains on a general pool: give --pool DIR (written by `samstream data "
+                                  "speech-pool --out DIR --targets general`)")
+        source = SpeechPoolSource(args.pool, targets="general")
     elif config.task == "voice":
         from samstream.model.training.voices import VoicePairSource
 

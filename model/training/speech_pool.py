@@ -1,4 +1,5 @@
-"""Training examples for the speech refiner: speech-class mixtures with the speech expert's estimate beside them.
+"""Training examples with the speech expert's estimate beside them: speech-class mixtures for the speech refiner,
+or every class's mixtures for the general separator as the default model feeds it.
 
 The refiner (model/masknet.py with `expert_input`) corrects DeepFilterNet3's speech estimate: it hears the mixture
 and the estimate and keeps what the prompt asks for ("speech", "man speaking", "woman speaking"). Running the
@@ -11,6 +12,11 @@ Every example is heard as the default model hears it: the whole mixture through 
 (model/level.py, a fresh state per example, the target scaled by the same per-sample gains), then the expert.
 The expert's state is made once per writer and carries on from example to example (a state takes ~0.6 s to make,
 more than an example costs): each example starts on a warm state, as a prompt change inside a live stream does.
+
+A general pool (`--targets general`) holds the general generator's draws of every class (MixtureConfig's defaults,
+no voice-pick pairs: they need enrollment clips), so that the general separator can be trained on what it hears
+inside the default model: for the classes the composite separates with speech taken out first, the mixture less
+the expert's estimate, artefacts included (`SpeechPoolSource(pool, targets="general")`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 from samstream.model.training.common import SAMPLE_RATE, DataError
 
 SPEECH_TARGETS = ("speech", "man speaking", "woman speaking")
+POOL_TARGETS = ("speech", "general")  # speech-class mixtures (the refiner's) or every class's (the general DiT's)
 HOP = 512  # the default model's hop: the level normaliser's steps
 
 
@@ -36,6 +43,7 @@ class SpeechPoolConfig:
     shard_examples: int = 64
     negative_rate: float = 0.05  # no speech at all: the refiner must pass nothing
     class_weights: tuple[float, ...] = (0.3, 0.35, 0.35)  # in SPEECH_TARGETS order: the genders are the hard part
+    targets: str = "speech"  # POOL_TARGETS; "general" draws as the general training does (negative_rate unused)
 
 
 def normalized_example(mixture: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +72,9 @@ class ExpertRunner:
 
 
 def make_example(generator, runner: ExpertRunner, config: SpeechPoolConfig, rng: np.random.Generator) -> dict:
-    if rng.random() < config.negative_rate:
+    if config.targets == "general":
+        ex = generator.example(rng)
+    elif rng.random() < config.negative_rate:
         cls = SPEECH_TARGETS[rng.integers(len(SPEECH_TARGETS))]
         ex = generator.negative(rng, cls)
     else:
@@ -83,20 +93,24 @@ def write_pool(cache_dir: Path, out_dir: Path, shards: int, config: SpeechPoolCo
 
     from samstream.model.training.mixtures import MixtureConfig, MixtureGenerator
 
+    if config.targets not in POOL_TARGETS:
+        raise DataError(f"unknown pool targets {config.targets!r}: use one of {', '.join(POOL_TARGETS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    generator = MixtureGenerator.from_cache(cache_dir, "train", MixtureConfig(seconds=config.seconds))
+    generator = MixtureGenerator.from_cache(cache_dir, "train", MixtureConfig(seconds=config.seconds,
+                                                                              speaker_pair_rate=0.0))
     missing = [c for c in SPEECH_TARGETS if not generator.pool.available(c)]
-    if missing:
+    if missing and config.targets == "speech":
         raise DataError(f"the train split has no sources for {missing}: run `samstream data index` / `render` first")
     runner = ExpertRunner()
     first = len(shard_paths(out_dir))
-    for number in tqdm(range(first, first + shards), desc="speech pool", unit="shard", disable=not progress):
+    for number in tqdm(range(first, first + shards), desc=f"{config.targets} pool", unit="shard",
+                       disable=not progress):
         rng = np.random.default_rng([seed, number])
         examples = [make_example(generator, runner, config, rng) for _ in range(config.shard_examples)]
         # float16 on disk (rounding at -66 dB, far below what the refiner resolves): a shard is 25 MB, not 50
         arrays = {key: np.stack([e[key] for e in examples]).astype(np.float16) for key in ("mixture", "target", "expert")}
         meta = {"prompts": [e["prompt"] for e in examples], "classes": [e["class_name"] for e in examples],
-                "seconds": config.seconds, "seed": [seed, number]}
+                "seconds": config.seconds, "seed": [seed, number], "targets": config.targets}
         path = out_dir / f"shard{number:05d}.npz"
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
@@ -109,18 +123,21 @@ def shard_paths(out_dir: Path) -> list[Path]:
 
 
 class SpeechPoolSource:
-    """`samstream train --task speech`: random examples of the shards written so far (looked for again every
-    `rescan_s`, so a writer can run beside the training)."""
+    """`samstream train --task speech` (targets "speech": the mixture with the expert's estimate beside it) or
+    `--task general --pool` (targets "general": the mixture as the default model feeds the general separator, less
+    the expert's estimate for the classes it separates with speech taken out): random examples of the shards
+    written so far (looked for again every `rescan_s`, so a writer can run beside the training)."""
 
-    def __init__(self, pool_dir: Path, rescan_s: float = 60.0, wait_s: float = 600.0, max_shards: int = 200):
-        self.pool_dir, self.rescan_s, self.max_shards = Path(pool_dir), rescan_s, max_shards
+    def __init__(self, pool_dir: Path, targets: str = "speech", rescan_s: float = 60.0, wait_s: float = 600.0,
+                 max_shards: int = 200):
+        self.pool_dir, self.targets, self.rescan_s, self.max_shards = Path(pool_dir), targets, rescan_s, max_shards
         self.shards: dict[str, dict] = {}
         self._scanned = -float("inf")
         deadline = time.monotonic() + wait_s
         while not self._scan():
             if time.monotonic() > deadline:
                 raise DataError(f"no speech-pool shards in {self.pool_dir}: start `samstream data speech-pool "
-                                f"--out {self.pool_dir}` first")
+                                f"--out {self.pool_dir} --targets {self.targets}` first")
             time.sleep(5)
 
     def _scan(self) -> bool:
@@ -128,9 +145,12 @@ class SpeechPoolSource:
         for path in shard_paths(self.pool_dir)[-self.max_shards :]:  # the newest: 25 MB of memory each
             if path.name not in self.shards:
                 with np.load(path) as data:
-                    self.shards[path.name] = {"meta": json.loads(bytes(data["meta"]).decode()),
-                                              **{k: data[k] for k in ("mixture", "target", "expert")}}
-                print(f"speech pool: {len(self.shards)} shards", file=sys.stderr)
+                    meta = json.loads(bytes(data["meta"]).decode())
+                    if meta.get("targets", "speech") != self.targets:  # shards written before "targets" are speech
+                        raise DataError(f"{path} holds {meta.get('targets', 'speech')} examples, this training "
+                                        f"needs {self.targets} ones: give the pool written with --targets {self.targets}")
+                    self.shards[path.name] = {"meta": meta, **{k: data[k] for k in ("mixture", "target", "expert")}}
+                print(f"{self.targets} pool: {len(self.shards)} shards", file=sys.stderr)
         for name in sorted(self.shards)[: max(0, len(self.shards) - self.max_shards)]:
             del self.shards[name]
         return bool(self.shards)
@@ -145,4 +165,15 @@ class SpeechPoolSource:
         i = int(rng.integers(len(shard["meta"]["prompts"])))
         gain = np.float32(10 ** (rng.uniform(-3, 3) / 20))  # around the working level, as the normaliser leaves it
         audio = {k: shard[k][i].astype(np.float32) * gain for k in ("mixture", "target", "expert")}
-        return TrainingExample(audio["mixture"], audio["target"], shard["meta"]["prompts"][i], expert=audio["expert"])
+        prompt = shard["meta"]["prompts"][i]
+        if self.targets == "speech":
+            return TrainingExample(audio["mixture"], audio["target"], prompt, expert=audio["expert"])
+        heard = audio["mixture"] - audio["expert"] if removes_speech(shard["meta"]["classes"][i]) else audio["mixture"]
+        return TrainingExample(heard, audio["target"], prompt)
+
+
+def removes_speech(class_name: str) -> bool:
+    """Whether the default model separates this class with the expert's speech estimate taken out first."""
+    from samstream.model.prompt_routing import Route
+
+    return Route(class_name, 1.0).remove_speech

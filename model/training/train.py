@@ -113,6 +113,9 @@ class TrainConfig:
     span_probability: float = 0.15
     augment: str = "standard"  # --task general: the mixtures' augmentation recipe (AUGMENT_RECIPES)
     mixture: dict = field(default_factory=dict)  # --task general: MixtureConfig overrides (e.g. extra_class_weight)
+    # --task general from a general speech pool (--pool): the network hears the mixture less the speech expert's
+    # estimate for the classes the default model separates that way, as it does inside the default model
+    speech_removed: bool = False
     checkpoint_every_s: float = 180.0
     snapshot_every_cpu_minutes: float = 0.0  # > 0: weights kept in RUN/snapshots/ (learning curves per CPU time)
     log_every: int = 20
