@@ -79,8 +79,10 @@ def save_baseline(model: BaselineModel, path: str | Path, metadata: dict | None 
 
 
 def load_baseline(path: str | Path) -> BaselineModel:
-    return load_weights(path, "the baseline", lambda config: BaselineModel(config_from_dict(BaselineConfig, config, "baseline")),
-                        missing_hint=": train it with `samstream train --arch baseline`")
+    def build(config: dict) -> BaselineModel:
+        return BaselineModel(config_from_dict(BaselineConfig, config, "baseline"))
+
+    return load_weights(path, "the baseline", build, missing_hint=": train it with `samstream train --arch baseline`")
 
 
 class BaselineSeparator:

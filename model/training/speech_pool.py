@@ -148,7 +148,8 @@ class SpeechPoolSource:
                     meta = json.loads(bytes(data["meta"]).decode())
                     if meta.get("targets", "speech") != self.targets:  # shards written before "targets" are speech
                         raise DataError(f"{path} holds {meta.get('targets', 'speech')} examples, this training "
-                                        f"needs {self.targets} ones: give the pool written with --targets {self.targets}")
+                                        f"needs {self.targets} ones: give the pool written with --targets "
+                                        f"{self.targets}")
                     self.shards[path.name] = {"meta": meta, **{k: data[k] for k in ("mixture", "target", "expert")}}
                 print(f"{self.targets} pool: {len(self.shards)} shards", file=sys.stderr)
         for name in sorted(self.shards)[: max(0, len(self.shards) - self.max_shards)]:
