@@ -154,8 +154,8 @@ class GenderMask:
     def stream_step(self, states: list[GenderMaskState], speech: np.ndarray, mixture: np.ndarray) -> np.ndarray:
         """The expert's estimate and the mixture it was made from, in step, [N, S] each (S whole hops) -> the
         asked gender's voices [N, S]."""
-        for chunks, stft in ((speech, lambda s: s.speech_stft), (mixture, lambda s: s.mixture_stft)):
-            stft(states[0]).analyse(torch.from_numpy(np.ascontiguousarray(chunks, np.float32)), [stft(s) for s in states])
+        for chunks, streams in ((speech, [s.speech_stft for s in states]), (mixture, [s.mixture_stft for s in states])):
+            streams[0].analyse(torch.from_numpy(np.ascontiguousarray(chunks, np.float32)), streams)
         out = np.empty_like(mixture, dtype=np.float32)
         for row, state in enumerate(states):
             estimate = state.speech_stft.take(state.speech_stft.ready())
