@@ -3,6 +3,7 @@
 Parts (docs/model_card.md says which serves what, and why, by measurement):
 - level normalisation (model/level.py): every stream is heard at one working level; the output is scaled back;
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
+- the speech-presence gate (model/speech_presence.py): Silero VAD on the expert's estimate, where it is speech;
 - the speech refiner (model/masknet.py with the expert's estimate as an input): corrects the expert's estimate for
   the speech classes (what it keeps of other sound, which voice "man speaking" / "woman speaking" means);
 - the pitch mask (model/gender_mask.py): which voices "man speaking" / "woman speaking" mean, by pitch, tracked on
@@ -19,7 +20,9 @@ Branches, chosen by the prompt (model/prompt_routing.py matches text to the near
 - "voice": an enrollment clip (alone or with speech wording): the voice picker on the mixture (beside the expert:
   measured better than on the expert's estimate), as it arrives (not delayed like the other branches: see Timing);
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
-  is an interferer there), for spans, examples and unknown wordings it hears the mixture. It is prompted with
+  is an interferer there) where the gate hears speech in it, half of it elsewhere (what the expert keeps there
+  may be a voice-like interferer or the target itself); for spans, examples and unknown wordings it hears the
+  mixture. It is prompted with
   the canonical wording of the class the text was matched to, so paraphrases and translations separate like it.
 The residual is always the mixture minus the target, so target + residual == mixture.
 
@@ -58,6 +61,7 @@ from samstream.model.level import LevelNormalizer, LevelState
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
 from samstream.model.prompt_routing import PromptRouter, Route
 from samstream.model.separator import Separation
+from samstream.model.speech_presence import SpeechGate, SpeechGateState
 
 EXPERT, VOICE, GENERAL = "expert", "voice", "general"
 
@@ -86,17 +90,20 @@ class DelayLine:
 
 
 class SharedExpert:
-    """One stream's speech expert, shared by the forks of its state: each hop is computed once, and a fork
-    stepping the same hop gets the same estimate."""
+    """One stream's speech expert and the gate over its estimate, shared by the forks of its state: each hop is
+    computed once, and a fork stepping the same hop gets the same estimate."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, gate: SpeechGateState) -> None:
         self.stream = stream
+        self.gate = gate
         self._hop = -1
-        self._estimate: np.ndarray | None = None
+        self._estimate: tuple[np.ndarray, np.ndarray] | None = None
 
-    def step(self, hop_index: int, audio: np.ndarray) -> np.ndarray:
+    def step(self, hop_index: int, audio: np.ndarray, gate: SpeechGate) -> tuple[np.ndarray, np.ndarray]:
+        """-> the speech estimate, and the part of it that is speech (the estimate where the gate hears speech)."""
         if hop_index != self._hop:
-            self._estimate = self.stream.process(audio)
+            speech = self.stream.process(audio)
+            self._estimate = speech, speech * gate.step(self.gate, speech)
             self._hop = hop_index
         return self._estimate
 
@@ -125,7 +132,8 @@ class CompositeState:
     mixture_in: DelayLine  # normalised mixture, delayed to line up with the speech estimate
     mixture_out: DelayLine  # the raw mixture, delayed by the model's delay (residual = it − target)
     gain_delay: DelayLine  # per-sample input gains, delayed likewise (the output is divided by them)
-    history: deque  # the last hops of (normalised mixture, the same delayed, speech estimate): primes a new branch
+    history: deque  # the last hops of (normalised mixture, the same delayed, speech estimate, its gated part):
+    # primes a new branch
     level: LevelState = field(default_factory=LevelState)
     expert: SharedExpert | None = None
     hops: int = 0
@@ -162,9 +170,11 @@ class CompositeSeparator:
 
             self._pool = state_pool()  # starts making native states now, ahead of the first stream
             self.expert_delay = expert_delay(self.sample_rate)
+            self.speech_gate = SpeechGate()
         else:
             self._pool = None
             self.expert_delay = 0
+            self.speech_gate = None
         # each branch's longest delay (the expert branch's: with the pitch mask) sets the model's one delay
         self.branch_delays = {EXPERT: self._expert_branch_delay(gendered=True), GENERAL: general.delay_samples}
         if self.voice is not None:
@@ -255,7 +265,7 @@ class CompositeSeparator:
         if self.uses_speech_expert:
             from samstream.model.speech_expert import SpeechExpertStream
 
-            expert = SharedExpert(SpeechExpertStream(self.sample_rate, self._pool))
+            expert = SharedExpert(SpeechExpertStream(self.sample_rate, self._pool), self.speech_gate.init_stream())
         return CompositeState(
             branch=branch, route=route,
             branch_state=self._branch_state(branch, route, prompt, spans, example),
@@ -295,7 +305,7 @@ class CompositeSeparator:
 
     @staticmethod
     def _branch_input(state: CompositeState, normalized: np.ndarray, mixture: np.ndarray,
-                      speech: np.ndarray | None) -> np.ndarray:
+                      speech: np.ndarray | None, heard_speech: np.ndarray | None) -> np.ndarray:
         # The voice picker hears the mixture beside the expert, not the expert's output: on held-out voice pairs
         # the same network scored +1.1 dB on the mixture and -0.9 dB on the expert's speech estimate, whose
         # artefacts it was not trained on (docs/model_card.md, "Voice picker"); and it hears it undelayed.
@@ -303,8 +313,10 @@ class CompositeSeparator:
             return np.stack([mixture, speech])  # the expert's floor or the refiner mixes them
         if state.branch == VOICE:
             return normalized
-        if speech is not None and state.route.remove_speech:
-            return mixture - speech
+        if heard_speech is not None and state.route.remove_speech:
+            # Only where the detector hears speech in the estimate: elsewhere the expert's "speech" is what it
+            # kept of other sounds, the target among them (docs/model_card.md, "Only speech is taken out").
+            return mixture - heard_speech
         return mixture
 
     def _run_branch(self, states: list[CompositeState], inputs: list[np.ndarray], steps: int | None) -> np.ndarray:
@@ -343,10 +355,11 @@ class CompositeSeparator:
             normalized, gains = self.level.normalize(state.level, chunk[i])
             restore[i] = state.gain_delay(gains)
             mixture = state.mixture_in(normalized)
-            speech = state.expert.step(state.hops, normalized) if state.expert is not None else None
+            speech, heard_speech = (state.expert.step(state.hops, normalized, self.speech_gate)
+                                    if state.expert is not None else (None, None))
             state.hops += 1
-            state.history.append((normalized, mixture, speech))
-            inputs[i] = self._branch_input(state, normalized, mixture, speech)
+            state.history.append((normalized, mixture, speech, heard_speech))
+            inputs[i] = self._branch_input(state, normalized, mixture, speech, heard_speech)
             groups.setdefault((state.branch, type(state.branch_state)), []).append(i)  # one batched call per kind
         targets = np.empty_like(chunk)
         for rows in groups.values():

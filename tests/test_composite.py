@@ -225,3 +225,23 @@ def test_the_speech_refiner_hears_the_expert_estimate_and_the_mixture_in_step(mo
     expected = out["plain"][start:] + leak * mixture[start - delay : count * hop - delay]
     assert np.abs(out["refined"][start:] - expected).max() < 1e-3 * np.abs(expected).max()
     assert np.allclose(out["switched"][31 * hop :], out["refined"][31 * hop :], atol=1e-6)
+
+
+def test_a_non_speech_prompt_has_the_speech_the_detector_hears_taken_out_and_a_share_of_the_rest(model):
+    # What the expert keeps of everyday sounds alone is not speech: only the gate's unheard share of it is taken out
+    # of the general separator's input (on held-out items the expert kept a viola as "speech"); a voice among the
+    # same sounds is taken out whole.
+    speech, sounds = real_speech(6.0), real_sounds(6.0)
+    shares = []
+    for mixture in (sounds, speech + at_snr(speech, sounds, 0.0)):
+        state = model.init_stream("dog barking")
+        kept, taken = 0.0, 0.0
+        for hop in mixture[: len(mixture) // model.chunk_samples * model.chunk_samples].reshape(-1, model.chunk_samples):
+            model.stream_step([state], hop[None])
+            _, _, estimate, heard = state.history[-1]
+            kept, taken = kept + float(np.sum(estimate**2)), taken + float(np.sum(heard**2))
+        model.close(state)
+        assert kept > 0
+        shares.append(taken / kept)
+    unheard = model.speech_gate.config.unheard_share
+    assert shares[0] == pytest.approx(unheard**2, abs=0.01) and shares[1] > 0.85
