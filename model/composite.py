@@ -3,7 +3,8 @@
 Parts (docs/model_card.md says which serves what, and why, by measurement):
 - level normalisation (model/level.py): every stream is heard at one working level; the output is scaled back;
 - the speech expert (model/speech_expert.py): DeepFilterNet3, which keeps speech and removes the rest;
-- the speech-presence gate (model/speech_presence.py): Silero VAD on the expert's estimate, where it is speech;
+- the speech-presence gate (model/speech_presence.py): how much of the expert's estimate leaves the general
+  separator's input: all of it where Silero VAD hears speech in it, half elsewhere;
 - the speech refiner (model/masknet.py with the expert's estimate as an input): corrects the expert's estimate for
   the speech classes (what it keeps of other sound, which voice "man speaking" / "woman speaking" means);
 - the pitch mask (model/gender_mask.py): which voices "man speaking" / "woman speaking" mean, by pitch, tracked on
@@ -100,7 +101,8 @@ class SharedExpert:
         self._estimate: tuple[np.ndarray, np.ndarray] | None = None
 
     def step(self, hop_index: int, audio: np.ndarray, gate: SpeechGate) -> tuple[np.ndarray, np.ndarray]:
-        """-> the speech estimate, and the part of it that is speech (the estimate where the gate hears speech)."""
+        """-> the speech estimate, and what of it the general separator's input loses (the estimate times the
+        gate)."""
         if hop_index != self._hop:
             speech = self.stream.process(audio)
             self._estimate = speech, speech * gate.step(self.gate, speech)
@@ -132,8 +134,8 @@ class CompositeState:
     mixture_in: DelayLine  # normalised mixture, delayed to line up with the speech estimate
     mixture_out: DelayLine  # the raw mixture, delayed by the model's delay (residual = it − target)
     gain_delay: DelayLine  # per-sample input gains, delayed likewise (the output is divided by them)
-    history: deque  # the last hops of (normalised mixture, the same delayed, speech estimate, its gated part):
-    # primes a new branch
+    history: deque  # the last hops of (normalised mixture, the same delayed, speech estimate, what of it is taken
+    # out): primes a new branch
     level: LevelState = field(default_factory=LevelState)
     expert: SharedExpert | None = None
     hops: int = 0
@@ -305,7 +307,7 @@ class CompositeSeparator:
 
     @staticmethod
     def _branch_input(state: CompositeState, normalized: np.ndarray, mixture: np.ndarray,
-                      speech: np.ndarray | None, heard_speech: np.ndarray | None) -> np.ndarray:
+                      speech: np.ndarray | None, taken_out: np.ndarray | None) -> np.ndarray:
         # The voice picker hears the mixture beside the expert, not the expert's output: on held-out voice pairs
         # the same network scored +1.1 dB on the mixture and -0.9 dB on the expert's speech estimate, whose
         # artefacts it was not trained on (docs/model_card.md, "Voice picker"); and it hears it undelayed.
@@ -313,10 +315,11 @@ class CompositeSeparator:
             return np.stack([mixture, speech])  # the expert's floor or the refiner mixes them
         if state.branch == VOICE:
             return normalized
-        if heard_speech is not None and state.route.remove_speech:
-            # Only where the detector hears speech in the estimate: elsewhere the expert's "speech" is what it
-            # kept of other sounds, the target among them (docs/model_card.md, "Only speech is taken out").
-            return mixture - heard_speech
+        if taken_out is not None and state.route.remove_speech:
+            # The whole estimate where the gate hears speech in it, half elsewhere, where the expert's "speech" is
+            # what it kept of other sounds: a voice-like interferer or the target itself (docs/model_card.md,
+            # "Only speech is taken out").
+            return mixture - taken_out
         return mixture
 
     def _run_branch(self, states: list[CompositeState], inputs: list[np.ndarray], steps: int | None) -> np.ndarray:
@@ -355,11 +358,11 @@ class CompositeSeparator:
             normalized, gains = self.level.normalize(state.level, chunk[i])
             restore[i] = state.gain_delay(gains)
             mixture = state.mixture_in(normalized)
-            speech, heard_speech = (state.expert.step(state.hops, normalized, self.speech_gate)
-                                    if state.expert is not None else (None, None))
+            speech, taken_out = (state.expert.step(state.hops, normalized, self.speech_gate)
+                                 if state.expert is not None else (None, None))
             state.hops += 1
-            state.history.append((normalized, mixture, speech, heard_speech))
-            inputs[i] = self._branch_input(state, normalized, mixture, speech, heard_speech)
+            state.history.append((normalized, mixture, speech, taken_out))
+            inputs[i] = self._branch_input(state, normalized, mixture, speech, taken_out)
             groups.setdefault((state.branch, type(state.branch_state)), []).append(i)  # one batched call per kind
         targets = np.empty_like(chunk)
         for rows in groups.values():

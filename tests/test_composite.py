@@ -235,13 +235,13 @@ def test_a_non_speech_prompt_has_the_speech_the_detector_hears_taken_out_and_a_s
     shares = []
     for mixture in (sounds, speech + at_snr(speech, sounds, 0.0)):
         state = model.init_stream("dog barking")
-        kept, taken = 0.0, 0.0
+        estimated, taken = 0.0, 0.0
         for hop in mixture[: len(mixture) // model.chunk_samples * model.chunk_samples].reshape(-1, model.chunk_samples):
             model.stream_step([state], hop[None])
-            _, _, estimate, heard = state.history[-1]
-            kept, taken = kept + float(np.sum(estimate**2)), taken + float(np.sum(heard**2))
+            _, _, estimate, taken_out = state.history[-1]
+            estimated, taken = estimated + float(np.sum(estimate**2)), taken + float(np.sum(taken_out**2))
         model.close(state)
-        assert kept > 0
-        shares.append(taken / kept)
+        assert estimated > 0
+        shares.append(taken / estimated)
     unheard = model.speech_gate.config.unheard_share
     assert shares[0] == pytest.approx(unheard**2, abs=0.01) and shares[1] > 0.85
