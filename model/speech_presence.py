@@ -23,7 +23,6 @@ chunks -> one probability. Streams are batched, each with its own `SpeechPresenc
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import io
 import warnings
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samstream.model.errors import ModelLoadError
+from samstream.model.pinned_file import read_pinned
 
 PINNED_VERSION = "6.2.3"  # silero-vad; pyproject.toml pins the same
 WEIGHTS_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"  # silero_vad/data/silero_vad.jit
@@ -84,15 +84,7 @@ _NAMES = {"_model.stft.forward_basis_buffer": "stft.weight", "_model.decoder.rnn
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ModelLoadError(f"cannot read the speech-presence weights {path}: {error}; reinstall "
-                             f"silero-vad=={PINNED_VERSION}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise ModelLoadError(f"{path} is not the Silero VAD model samstream was tested with (SHA-256 {digest}, "
-                             f"expected {WEIGHTS_SHA256}): pip install silero-vad=={PINNED_VERSION}")
+    data = read_pinned(path, WEIGHTS_SHA256, "the Silero VAD model", f"pip install silero-vad=={PINNED_VERSION}")
     # Only the archive's tensors are used: its TorchScript code (the package's streaming wrapper, which keeps one
     # hidden state for the whole batch) is not run.
     with warnings.catch_warnings():  # torch.jit.load's deprecation notice: it still reads the archive's tensors

@@ -8,18 +8,10 @@ import pytest
 
 from fixtures.real_audio import at_snr, real_sounds, real_speech
 from fixtures.signals import si_sdr
+from fixtures.speech_estimate import speech_estimate
 from samstream.model import speech_expert
 from samstream.model.errors import ModelLoadError
 from samstream.model.speech_expert import SpeechExpertStream, expert_delay, state_pool
-
-
-def offline(x: np.ndarray) -> np.ndarray:
-    """The speech estimate of x, realigned by the expert's delay."""
-    stream = SpeechExpertStream(16000)
-    delay = stream.delay_samples
-    out = stream.process(np.concatenate([x, np.zeros(delay, np.float32)]))[delay:]
-    stream.close()
-    return out
 
 
 def test_a_model_file_that_is_not_the_pinned_one_is_refused(monkeypatch):
@@ -47,7 +39,7 @@ def test_any_chunking_gives_the_same_samples_at_the_declared_delay():
 def test_it_keeps_real_speech_and_removes_everyday_sounds():
     speech = real_speech(6.0)
     mixture = speech + at_snr(speech, real_sounds(6.0), 0.0)
-    estimate = offline(mixture)
+    estimate = speech_estimate(mixture)
     improvement = si_sdr(estimate, speech) - si_sdr(mixture, speech)
     assert improvement > 8.0, f"SI-SDR improvement {improvement:.1f} dB"
 

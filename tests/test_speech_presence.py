@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fixtures.real_audio import at_snr, real_sounds, real_speech, real_woman_speech
+from fixtures.speech_estimate import speech_estimate
 from samstream.model.errors import ModelLoadError
-from samstream.model.speech_expert import SpeechExpertStream
 from samstream.model.speech_presence import (CHUNK, SpeechGate, SpeechGateConfig, SpeechPresence, read_weights,
                                              weights_path)
 
@@ -27,14 +27,6 @@ def probabilities(presence, x: np.ndarray, chunks_per_step: int = 1) -> np.ndarr
                            for i in range(0, len(x) // step * step, step)])
 
 
-def expert_estimate(x: np.ndarray) -> np.ndarray:
-    expert = SpeechExpertStream(16000)
-    delay = expert.delay_samples
-    estimate = expert.process(np.concatenate([x, np.zeros(delay, np.float32)]))[delay:]
-    expert.close()
-    return estimate
-
-
 def test_matches_the_wheels_own_model_on_real_speech_and_sounds(presence):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -50,9 +42,9 @@ def test_matches_the_wheels_own_model_on_real_speech_and_sounds(presence):
 def test_hears_real_voices_and_not_real_sounds_in_the_experts_estimate(presence):
     man, woman, sounds = real_speech(6.0), real_woman_speech(6.0), real_sounds(6.0)
     # what the expert keeps of everyday sounds alone is not speech; its estimate of a voice among them is
-    assert probabilities(presence, expert_estimate(sounds)).mean() < 0.15
+    assert probabilities(presence, speech_estimate(sounds)).mean() < 0.15
     for voice in (man, woman):
-        heard = probabilities(presence, expert_estimate(voice + at_snr(voice, sounds, 0.0)))
+        heard = probabilities(presence, speech_estimate(voice + at_snr(voice, sounds, 0.0)))
         assert heard.mean() > 0.5
 
 
@@ -70,7 +62,7 @@ def test_batched_streams_and_any_whole_chunks_per_step_give_the_same_probabiliti
 
 def test_the_gate_opens_on_speech_holds_through_pauses_and_never_steps(presence):
     gate = SpeechGate(presence, SpeechGateConfig(threshold=0.5, hold_s=0.25, unheard_share=0.5))
-    speech = expert_estimate(real_speech(3.0))
+    speech = speech_estimate(real_speech(3.0))
     chunks = [speech[i:i + CHUNK] for i in range(0, len(speech) // CHUNK * CHUNK, CHUNK)]
     probe, heard = gate.init_stream(), []
     for chunk in chunks:
