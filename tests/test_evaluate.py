@@ -108,3 +108,38 @@ def test_the_default_models_mask_floor_of_one_passes_the_mixture_through(eval_di
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(eval_dir), "--mask-floor", "1.5"])
     assert exit_info.value.code == 2 and "from 0 to 1" in capsys.readouterr().err
+
+
+def test_gender_prompts_ask_for_the_target_s_gender_in_pairs_of_a_man_and_a_woman(tmp_path, capsys):
+    """`--gender-prompts` turns a voice-pick set into a man-vs-woman set: only the pairs of known, different genders,
+    each prompted by the target's gender wording and without its enrollment clip."""
+    rng = np.random.default_rng(1)
+    pairs = {"cross-a": ["female", "male"], "cross-b": ["male", "female"], "same": ["male", "male"],
+             "unknown": ["female", None]}
+    for name, genders in pairs.items():
+        folder = tmp_path / f"voice-{name}"
+        folder.mkdir()
+        target = 0.1 * rng.standard_normal(8000)
+        for wav_name, wav in (("mixture", target + 0.1 * rng.standard_normal(8000)), ("target", target),
+                              ("enrollment", target[:4000])):
+            sf.write(folder / f"{wav_name}.wav", wav.astype(np.float32), 16000, subtype="FLOAT")
+        (folder / "meta.json").write_text(json.dumps({
+            "target_class": "speaker", "prompts": ["this voice"], "pair_type": "overlap-cross-gender",
+            "enrollment": "enrollment.wav", "genders": genders}))
+    as_voices = run_eval(capsys, tmp_path, "--model", "mixture")
+    assert as_voices["n"] == 4 and set(as_voices["per_class"]) == {"speaker"} and not as_voices["gender_prompts"]
+    gendered = run_eval(capsys, tmp_path, "--model", "mixture", "--gender-prompts")
+    assert gendered["gender_prompts"] and gendered["n"] == 2
+    assert [(row["name"], row["class"]) for row in gendered["per_item"]] == [
+        ("voice-cross-a", "woman speaking"), ("voice-cross-b", "man speaking")]
+    assert gendered["per_pair_type"]["overlap-cross-gender"]["n"] == 2
+
+    from samstream.model.training.evaluate import load_items
+
+    items = load_items(tmp_path, gender_prompts=True)
+    assert [(item.prompt, item.enrollment) for item in items] == [("woman speaking", None), ("man speaking", None)]
+    same_gender_only = tmp_path / "same-gender-only"
+    same_gender_only.mkdir()
+    (tmp_path / "voice-same").rename(same_gender_only / "voice-same")
+    assert main(["eval", str(same_gender_only), "--model", "mixture", "--gender-prompts"]) == 2
+    assert "a man and a woman" in capsys.readouterr().err

@@ -55,9 +55,15 @@ class Item:
 
 
 def load_items(directory: Path, limit: int | None = None, per_class: int | None = None,
-               classes: set[str] | None = None, prompt_index: int = 0) -> list[Item]:
+               classes: set[str] | None = None, prompt_index: int = 0, gender_prompts: bool = False) -> list[Item]:
+    """The items of an evaluation directory. `gender_prompts`: only the voice-pick items whose two voices have
+    known, different genders, each prompted by its target's gender wording ("man speaking" / "woman speaking")
+    instead of its enrollment clip: man vs woman on voices never heard in training (the gendered items of
+    `build-eval` sets are voices that also speak in training)."""
     from samstream.model.audio import read_audio
+    from samstream.model.class_prompts import canonical
     from samstream.model.errors import UserFacingError
+    from samstream.model.training.voices import GENDER_CLASS
 
     if not directory.is_dir():
         raise UserFacingError(f"evaluation directory {directory} does not exist")
@@ -69,6 +75,12 @@ def load_items(directory: Path, limit: int | None = None, per_class: int | None 
         if limit is not None and len(items) >= limit:
             break
         meta = json.loads((folder / "meta.json").read_text())
+        if gender_prompts:
+            target_gender, other_gender = meta.get("genders") or (None, None)
+            if target_gender not in GENDER_CLASS or other_gender not in GENDER_CLASS or target_gender == other_gender:
+                continue
+            gendered = GENDER_CLASS[target_gender]
+            meta = {**meta, "target_class": gendered, "prompts": [canonical(gendered)], "enrollment": None}
         if classes is not None and meta["target_class"] not in classes:
             continue
         seen[meta["target_class"]] = seen.get(meta["target_class"], 0) + 1
@@ -423,6 +435,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out wordings after it)")
     parser.add_argument("--classes", type=lambda text: set(text.split(",")),
                         help='only these target classes, comma-separated (e.g. "speech,man speaking")')
+    parser.add_argument("--gender-prompts", action="store_true",
+                        help="a voice-pick set (build-voice-eval): only its pairs of a man and a woman, each "
+                             "prompted by the target's gender wording instead of the enrollment clip")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -443,8 +458,15 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from samstream.model.errors import UserFacingError
+
     torch.set_num_threads(args.threads)
-    items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index)
+    items = load_items(args.directory, args.limit, args.per_class, args.classes, args.prompt_index,
+                       args.gender_prompts)
+    if not items:
+        raise UserFacingError(f"{args.directory} holds no item to evaluate with these options"
+                              + (" (--gender-prompts needs voice pairs of a man and a woman: build-voice-eval)"
+                                 if args.gender_prompts else ""))
     composite = args.composite or args.model == "tiny"
     result = evaluate(items, make_estimator(args.model, args.stream, args.steps, args.composite,
                                             not args.no_speech_expert, args.mask_floor))
@@ -452,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"model": args.model, "directory": str(args.directory), "stream": args.stream,
               "composite": composite, "speech_expert": not args.no_speech_expert,
               "mask_floor": floor if composite else None,
-              "prompt_index": args.prompt_index, **result}
+              "prompt_index": args.prompt_index, "gender_prompts": args.gender_prompts, **result}
     for cls, row in result["per_class"].items():
         print(f"{cls:>16}: {row['si_sdri_db']:+7.2f} dB  (n={row['n']})")
     for kind, row in result["per_pair_type"].items():
