@@ -10,14 +10,14 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 - the pitch mask (model/gender_mask.py): which voices "man speaking" / "woman speaking" mean, by pitch, tracked on
   the expert's estimate;
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
-  the mixture, named by an enrollment clip;
+  the mixture, named by an enrollment clip (or, blended into the pitch mask's, by a gender's wording);
 - the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
   refined by the speech refiner (prompted with the class's canonical wording) when one is shipped, else for
   "man speaking" / "woman speaking" the mixture masked by pitch to the voices of that gender and by the expert's
-  gain;
+  gain, blended with the voice picker's estimate for that gender's wording (model/gender_mask.py);
 - "voice": an enrollment clip (alone or with speech wording): the voice picker on the mixture (beside the expert:
   measured better than on the expert's estimate), as it arrives (not delayed like the other branches: see Timing);
 - "general": everything else; for non-vocal classes the expert's speech is taken out of its input first (speech
@@ -115,11 +115,14 @@ class SharedExpert:
 
 @dataclass
 class PitchMaskedExpert:
-    """The expert branch of a gendered prompt: the pitch mask's stream, and the mixture delayed like its output
-    (the expert's floor mixes them)."""
+    """The expert branch of a gendered prompt: the pitch mask's stream, the mixture delayed like its output (the
+    expert's floor mixes them), and the voice picker prompted by the gender's wording, which hears the stream as it
+    arrives, with its output delayed into step with the expert's estimate (None without a shipped picker)."""
 
     mask: GenderMaskState
     mixture: DelayLine
+    picker: Any = None
+    picker_delay: DelayLine | None = None
 
 
 @dataclass
@@ -172,6 +175,9 @@ class CompositeSeparator:
 
             self._pool = state_pool()  # starts making native states now, ahead of the first stream
             self.expert_delay = expert_delay(self.sample_rate)
+            if self.voice is not None and self.voice.delay_samples > self.expert_delay:
+                raise ValueError("the voice picker's delay must fit in the speech expert's: a gendered prompt lines "
+                                 "its output up with the expert's estimate")
             self.speech_gate = SpeechGate()
         else:
             self._pool = None
@@ -204,9 +210,9 @@ class CompositeSeparator:
             voice_wanted = route.target_class is None or route.speech
             return (VOICE if self.voice is not None and voice_wanted else GENERAL), route
         if route.speech:
-            # "man speaking" / "woman speaking" stay with the expert: the picker prompted by a gender's wording
-            # scored +0.9 / -2.0 dB on the held-out man / woman items, the expert +4.6 / +1.2 (docs/model_card.md,
-            # "Voice picker")
+            # "man speaking" / "woman speaking" stay with the expert, whose pitch mask blends in the voice picker
+            # prompted by the gender's wording: the picker alone does badly under loud sounds (docs/model_card.md,
+            # "Man or woman")
             return EXPERT, route
         return GENERAL, route
 
@@ -237,8 +243,14 @@ class CompositeSeparator:
         if self.refiner is not None:
             return self.refiner.init_stream(canonical(route.target_class))
         if route.gender is not None and self.pitch_mask is not None:
+            # The picker tells a man from a woman better than the pitch mask, which holds a voice alone in noise
+            # better: the pitch mask blends the two (model/gender_mask.py; docs/model_card.md, "Man or woman").
+            picker = picker_delay = None
+            if self.voice is not None:
+                picker = self.voice.init_stream(canonical(route.target_class))
+                picker_delay = DelayLine(self.expert_delay - self.voice.delay_samples)
             return PitchMaskedExpert(self.pitch_mask.init_stream(route.gender),
-                                     DelayLine(self.pitch_mask.delay_samples))
+                                     DelayLine(self.pitch_mask.delay_samples), picker, picker_delay)
         return None
 
     def speaker_embedding(self, example) -> np.ndarray | None:
@@ -312,7 +324,8 @@ class CompositeSeparator:
         # the same network scored +1.1 dB on the mixture and -0.9 dB on the expert's speech estimate, whose
         # artefacts it was not trained on (docs/model_card.md, "Voice picker"); and it hears it undelayed.
         if state.branch == EXPERT:
-            return np.stack([mixture, speech])  # the expert's floor or the refiner mixes them
+            # the expert's floor or the refiner mixes the first two; a gendered prompt's picker hears the third
+            return np.stack([mixture, speech, normalized])
         if state.branch == VOICE:
             return normalized
         if taken_out is not None and state.route.remove_speech:
@@ -327,11 +340,15 @@ class CompositeSeparator:
         aligned targets [N, hop]."""
         branch = states[0].branch
         if branch == EXPERT and states[0].branch_state is None:
-            mixture, speech = np.stack(inputs).transpose(1, 0, 2)
+            mixture, speech, _ = np.stack(inputs).transpose(1, 0, 2)
             out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT and isinstance(states[0].branch_state, PitchMaskedExpert):
-            mixture, speech = np.stack(inputs).transpose(1, 0, 2)
-            speech = self.pitch_mask.stream_step([s.branch_state.mask for s in states], speech, mixture)
+            mixture, speech, normalized = np.stack(inputs).transpose(1, 0, 2)
+            picked = None
+            if states[0].branch_state.picker is not None:
+                picked = self.voice.stream_step([s.branch_state.picker for s in states], normalized)[:, 0]
+                picked = np.stack([s.branch_state.picker_delay(row) for s, row in zip(states, picked)])
+            speech = self.pitch_mask.stream_step([s.branch_state.mask for s in states], speech, mixture, picked)
             mixture = np.stack([s.branch_state.mixture(row) for s, row in zip(states, mixture)])
             out = speech + self.expert_floor * (mixture - speech)
         elif branch == EXPERT:

@@ -27,6 +27,12 @@ keep 30 % of the mixture: the expert damages voices that overlap (on held-out it
 once, even an oracle mask on its estimate stays ~9 dB below one on the mixture), and that share measured better on
 calibration sets and on real voices (docs/model_card.md).
 
+With the voice picker (model/masknet.py, trained on pairs of many voices) prompted by the gender's wording beside
+it, the output's magnitude is a weighted geometric mean of this mask's and the picker's (its estimate times the
+expert's gain to the power 0.5, which takes out what noise it leaves), with the mixture's phase: the picker weighs
+0.5 once the other gender has been heard clearly, 0.15 before. The picker tells a man from a woman better (held-out
+voices it never heard), the mask holds a voice alone in noise better; the blend keeps most of both.
+
 Measured on held-out speech items, with its parameters chosen on calibration sets: docs/model_card.md,
 "Man or woman: the pitch mask".
 """
@@ -74,6 +80,14 @@ class GenderMaskConfig:
     # harmonics, 100 Hz or so apart, cover most of the spectrum below COMB_MAX_HZ, so a share kept on them is
     # nearly a share of the whole mixture, noise included (measured worse).
     woman_keep: float = 0.3
+    # With the voice picker's estimate for the gender's wording beside it (`stream_step`'s `picked`), the output's
+    # magnitude is the weighted geometric mean of this mask's and the picker's (the latter times the expert's gain
+    # to `picker_gain_power`, which takes out what noise the picker leaves), with the picker weighing
+    # `picker_weight_other` once the other gender has been heard clearly and `picker_weight_alone` before: the
+    # picker tells a man from a woman better, the mask steered by the expert holds a voice alone in noise better.
+    picker_weight_alone: float = 0.15
+    picker_weight_other: float = 0.5
+    picker_gain_power: float = 0.5
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,6 +141,7 @@ class GenderMaskState:
     want_high: bool  # the target is the higher voice (a woman)
     speech_stft: StftStream = field(default_factory=lambda: StftStream(N_FFT, HOP, 0))
     mixture_stft: StftStream = field(default_factory=lambda: StftStream(N_FFT, HOP, 0))
+    picked_stft: StftStream = field(default_factory=lambda: StftStream(N_FFT, HOP, 0))  # the picker's estimate
     target_presence: float = 0.0
     other_presence: float = 0.0
     target_pitch: float = 0.0  # the target voice's pitch in the last frame (0: not heard)
@@ -151,19 +166,31 @@ class GenderMask:
             raise ValueError(f"gender must be 'male' or 'female', got {gender!r}")
         return GenderMaskState(want_high=gender == "female")
 
-    def stream_step(self, states: list[GenderMaskState], speech: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    def stream_step(self, states: list[GenderMaskState], speech: np.ndarray, mixture: np.ndarray,
+                    picked: np.ndarray | None = None) -> np.ndarray:
         """The expert's estimate and the mixture it was made from, in step, [N, S] each (S whole hops) -> the
-        asked gender's voices [N, S]."""
-        for chunks, streams in ((speech, [s.speech_stft for s in states]), (mixture, [s.mixture_stft for s in states])):
+        asked gender's voices [N, S]. `picked`: the voice picker's estimate for the gender's wording, in step with
+        them (see GenderMaskConfig.picker_weight_other)."""
+        signals = [(speech, [s.speech_stft for s in states]), (mixture, [s.mixture_stft for s in states])]
+        if picked is not None:
+            signals.append((picked, [s.picked_stft for s in states]))
+        for chunks, streams in signals:
             streams[0].analyse(torch.from_numpy(np.ascontiguousarray(chunks, np.float32)), streams)
+        c = self.config
         out = np.empty_like(mixture, dtype=np.float32)
         for row, state in enumerate(states):
             estimate = state.speech_stft.take(state.speech_stft.ready())
             frames = state.mixture_stft.take(state.mixture_stft.ready())
-            mask, on_target = (torch.from_numpy(m) for m in self.masks(state, estimate.numpy()))
-            keep = self.config.woman_keep * on_target if state.want_high else torch.zeros_like(on_target)
-            gain = keep + (1 - keep) * (estimate.abs() / (frames.abs() + 1e-8)).clamp(max=1.0).double()
-            out[row] = state.mixture_stft.synthesise(frames * (mask * gain).to(frames.dtype)).numpy()
+            mask, on_target, acting = (torch.from_numpy(m) for m in self.masks(state, estimate.numpy()))
+            expert_gain = (estimate.abs() / (frames.abs() + 1e-8)).clamp(max=1.0).double()
+            keep = c.woman_keep * on_target if state.want_high else torch.zeros_like(on_target)
+            masked = frames.abs() * mask * (keep + (1 - keep) * expert_gain)
+            if picked is not None:
+                by_picker = state.picked_stft.take(state.picked_stft.ready()).abs() * expert_gain ** c.picker_gain_power
+                weight = torch.where(acting, c.picker_weight_other, c.picker_weight_alone).double()[:, None]
+                masked = masked ** (1 - weight) * by_picker ** weight
+            phase = frames / (frames.abs() + 1e-12)
+            out[row] = state.mixture_stft.synthesise(phase * masked.to(frames.real.dtype)).numpy()
         return out
 
     def _targets(self, state: GenderMaskState, pitch: float) -> bool:
@@ -173,9 +200,10 @@ class GenderMask:
             return pitch >= self.config.woman_from_hz
         return pitch <= self.config.man_up_to_hz
 
-    def masks(self, state: GenderMaskState, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Complex frames of the expert's estimate [T, N_FFT // 2 + 1] of one stream -> its masks, and where the
-        target's harmonics are (0..1, the other voice's taken out), both the same shape (the state advances)."""
+    def masks(self, state: GenderMaskState, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Complex frames of the expert's estimate [T, N_FFT // 2 + 1] of one stream -> its masks, where the
+        target's harmonics are (0..1, the other voice's taken out), both the same shape, and whether the mask acts
+        in each frame [T] (the other gender heard clearly of late; the state advances)."""
         windowed = np.fft.irfft(frames, n=N_FFT, axis=-1)  # the analysis-windowed frames
         magnitude = np.sqrt(np.abs(np.fft.rfft(windowed, n=PITCH_FFT, axis=-1)))  # compressed: weak harmonics count
         weights, combs, pitches = salience_weights(), harmonic_combs(), pitch_candidates()
@@ -219,4 +247,4 @@ class GenderMask:
         on_target = target_comb * (1 - other_comb)
         masks = on_target + 0.5 * target_comb * other_comb + recent[:, None] * (1 - target_comb) * (1 - other_comb)
         masks[~acting] = 1.0
-        return masks, on_target
+        return masks, on_target, acting

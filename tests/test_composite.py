@@ -164,24 +164,28 @@ def test_a_prompt_change_to_another_part_is_in_step_at_once(model, speech_in_sou
 
 @pytest.mark.parametrize("gender", ["woman speaking", "man speaking"])
 def test_a_gender_wording_keeps_that_voice_of_a_man_and_a_woman_talking_at_once(model, gender):
-    """The expert keeps both voices; the pitch mask (model/gender_mask.py) keeps the asked gender's, at the same
-    latency. Real voices: a woman's spoken words and a man reading card names, equally loud, under real sounds."""
+    """The expert keeps both voices; the pitch mask blended with the voice picker prompted by the gender's wording
+    (model/gender_mask.py) keeps the asked gender's, at the same latency. Real voices: a woman's spoken words and a man reading card names, equally loud, under real sounds."""
     woman, man = real_woman_speech(8.0), real_speech(8.0, speaker="cards")
     woman, man = woman / np.sqrt(np.mean(woman**2)), man / np.sqrt(np.mean(man**2))
     mixture = (0.05 * (woman + man) + at_snr(0.05 * woman, real_sounds(8.0), 10.0)).astype(np.float32)
     target = 0.05 * (woman if gender == "woman speaking" else man)
     both_voices = model.separate(mixture, 16000, "speech").target
     asked = model.separate(mixture, 16000, gender).target
-    # measured (SI-SDR improvement): woman +1.2 dB against -4.0 for the expert's estimate, man +3.7 against +2.1
-    assert si_sdr(asked, target) - si_sdr(both_voices, target) > (3.0 if gender == "woman speaking" else 1.0)
+    # measured (SI-SDR improvement): woman +2.3 dB against -4.0 for the expert's estimate, man +5.9 against +2.1
+    # (the pitch mask alone, before the voice picker was blended in: +1.2 and +3.7)
+    assert si_sdr(asked, target) - si_sdr(both_voices, target) > (4.5 if gender == "woman speaking" else 2.5)
 
 
 def test_a_prompt_change_to_a_gender_wording_is_in_step_at_once(model, speech_in_sounds):
     after, expected = switched_and_reference(model, speech_in_sounds[0], "speech", "woman speaking")
-    # the pitch mask's memory of who was talking starts on the kept hops, not the whole stream: in step (a hop out
-    # of step would differ by the signal itself), equal but for that memory
+    # the pitch mask's memory of who was talking and the voice picker's recurrent state start on the kept hops, not
+    # the whole stream: in step (a hop out of step would differ by the signal itself: ~0 dB), equal but for that
+    # memory, which a few hundred ms wash out (measured 41 / 40 / 17 / 22 / 44 / 37 dB over successive 5 hops)
     hop = model.chunk_samples
-    assert snr_db(after[hop:], expected[hop:]) > 30.0
+    assert snr_db(after[hop:], expected[hop:]) > 12.0
+    assert snr_db(after[-10 * hop :], expected[-10 * hop :]) > 30.0
+    assert snr_db(after[hop:], np.roll(expected, hop)[hop:]) < 3.0
 
 
 def test_without_the_speech_expert_no_native_state_is_made(speech_in_sounds):

@@ -15,15 +15,17 @@ def voices():
     return woman / np.sqrt(np.mean(woman**2)) * 0.05, man / np.sqrt(np.mean(man**2)) * 0.05
 
 
-def masked(x: np.ndarray, gender: str, chunk: int = 512, estimate: np.ndarray | None = None) -> np.ndarray:
+def masked(x: np.ndarray, gender: str, chunk: int = 512, estimate: np.ndarray | None = None,
+           picked: np.ndarray | None = None) -> np.ndarray:
     """x through one stream of the mask in chunks of `chunk` samples, realigned by its delay; the expert's estimate
-    is x itself unless given (a clean input: the expert would keep it)."""
+    is x itself unless given (a clean input: the expert would keep it); `picked`: a voice picker's estimate."""
     mask = GenderMask()
     state = mask.init_stream(gender)
     pad = lambda y: np.concatenate([y, np.zeros(-len(y) % chunk + chunk, np.float32)]).astype(np.float32)
     mixture, speech = pad(x), pad(x if estimate is None else estimate)
-    out = np.concatenate([mask.stream_step([state], s[None], m[None])[0]
-                          for s, m in zip(speech.reshape(-1, chunk), mixture.reshape(-1, chunk))])
+    picks = [None] * (len(mixture) // chunk) if picked is None else pad(picked).reshape(-1, chunk)
+    out = np.concatenate([mask.stream_step([state], s[None], m[None], None if p is None else p[None])[0]
+                          for s, m, p in zip(speech.reshape(-1, chunk), mixture.reshape(-1, chunk), picks)])
     return out[mask.delay_samples : mask.delay_samples + len(x)]
 
 
@@ -69,6 +71,21 @@ def test_the_expert_steers_it_and_a_share_of_a_womans_harmonics_is_kept(voices):
     level = lambda out, x: np.sqrt(np.sum(out**2) / np.sum(x**2))
     assert abs(level(masked(man, "male", estimate=0.1 * man), man) - 0.1) < 0.005
     assert 0.15 < level(masked(woman, "female", estimate=0.1 * woman), woman) < 0.37
+
+
+def test_a_pickers_estimate_is_blended_in_and_weighs_more_once_the_other_gender_is_heard(voices):
+    """With the voice picker's estimate beside it, the output's magnitude is the geometric mean of the mask's and
+    the picker's, the picker weighing 0.15 for a voice alone and 0.5 once the other gender has been heard clearly. A
+    picker that kept half of a voice alone takes 1 − 0.5^0.15 = 10 % of its level; half of two voices, up to
+    1 − 0.5^0.5 = 29 %; a picker that found the woman exactly lifts her out of the two voices far above the mask."""
+    woman, man = voices
+    level = lambda out, reference: np.sqrt(np.sum(out**2) / np.sum(reference**2))
+    assert abs(level(masked(woman, "female", picked=0.5 * woman), woman) - 0.5**0.15) < 0.01
+    both = woman + man
+    plain = masked(both, "female")
+    assert 0.5**0.5 - 0.01 < level(masked(both, "female", picked=0.5 * both), plain) < 0.5**0.15
+    # measured: SI-SDR 5.6 dB with the mask alone, 11.2 with an exact picker beside it (its level: 0.83 of the mask's)
+    assert si_sdr(masked(both, "female", picked=woman), woman) > si_sdr(plain, woman) + 2.5
 
 
 def test_a_gender_it_does_not_know_is_refused():
