@@ -69,3 +69,25 @@ def test_enrollments_can_come_through_another_microphone(voices):
     assert (changed.target_speaker, changed.interferer_speaker) == (reference.target_speaker, reference.interferer_speaker)
     assert changed.enrollment.shape == reference.enrollment.shape  # the same clip ...
     assert not np.allclose(changed.enrollment, reference.enrollment, atol=1e-3)  # ... heard through another microphone
+
+
+def test_training_takes_voice_pair_settings_and_refuses_unknown_ones(voices, tmp_path):
+    """`samstream train --task voice --mixture-config '{"noise_db": [-5, 0]}'`: louder noise than the default
+    (−35..−15 dB against the speech) under every pair; a setting VoiceConfig lacks is named before training."""
+    from samstream.model.training.common import DataError
+    from samstream.model.training.voices import VoicePairSource
+
+    cache = voices.pool.cache_dir
+    loud = VoicePairSource(cache, 4.0, {"noise_db": [-5, 0], "noise_rate": 1.0})
+    quiet = VoicePairSource(cache, 4.0, {"noise_rate": 1.0})
+    assert loud.generator.config.noise_db == (-5, 0)
+
+    def rest_db(source) -> float:
+        rng = np.random.default_rng(3)
+        pairs = [source.generator.pair(rng, "alone") for _ in range(6)]  # the target alone: the rest is the noise
+        return 10 * np.log10(sum(np.sum((p.mixture - p.target) ** 2) for p in pairs) /
+                             sum(np.sum(p.target**2) for p in pairs))
+
+    assert rest_db(loud) > rest_db(quiet) + 10.0  # measured −5.9 against −24.9 dB
+    with pytest.raises(DataError, match="noise_level"):
+        VoicePairSource(cache, 4.0, {"noise_level": -5})

@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reverb, level rides, clipping, phone/laptop devices, noise floors; checked against "
                              "train.AUGMENT_RECIPES before any model loads; default: the run's, else standard)")
     parser.add_argument("--mixture-config", type=json.loads, default=None,
-                        help="--task general: MixtureConfig overrides as JSON, e.g. '{\"extra_class_weight\": 0.2}' "
-                             "(model/training/mixtures.py; default: the run's)")
+                        help="the training data's settings as JSON: --task general: MixtureConfig overrides, e.g. "
+                             "'{\"extra_class_weight\": 0.2}' (model/training/mixtures.py); --task voice: VoiceConfig "
+                             "overrides, e.g. '{\"noise_db\": [-20, 5]}' (model/training/voices.py); default: the run's")
     parser.add_argument("--fit-horizon", action="store_true",
                         help="with --max-minutes: fit --steps to the measured step rate so the learning-rate "
                              "schedule ends when the time does (saved in config.json)")
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     elif config.task == "voice":
         from samstream.model.training.voices import VoicePairSource
 
-        source = VoicePairSource(data, seconds=config.seconds + 0.3)
+        source = VoicePairSource(data, seconds=config.seconds + 0.3, overrides=config.mixture)
     else:
         source = MixtureSource(data, seconds=config.seconds + 0.3, augment=config.augment,
                                mixture=config.mixture)

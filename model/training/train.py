@@ -112,7 +112,7 @@ class TrainConfig:
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
     augment: str = "standard"  # --task general: the mixtures' augmentation recipe (AUGMENT_RECIPES)
-    mixture: dict = field(default_factory=dict)  # --task general: MixtureConfig overrides (e.g. extra_class_weight)
+    mixture: dict = field(default_factory=dict)  # MixtureConfig (--task general) / VoiceConfig (--task voice) overrides
     # --task general from a general speech pool (--pool): the network hears the mixture less the speech expert's
     # estimate for the classes the default model separates that way, as it does inside the default model
     speech_removed: bool = False

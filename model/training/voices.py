@@ -238,8 +238,16 @@ def _gender(entries: list[dict]) -> str | None:
 class VoicePairSource:
     """`samstream train --task voice`: voice pairs of the train split as training examples."""
 
-    def __init__(self, cache_dir, seconds: float):
-        self.generator = VoicePairGenerator(MixtureGenerator.from_cache(cache_dir, "train"), VoiceConfig(seconds=seconds))
+    def __init__(self, cache_dir, seconds: float, overrides: dict | None = None):
+        from dataclasses import fields
+
+        settings = {"seconds": seconds, **(overrides or {})}
+        unknown = sorted(set(settings) - {f.name for f in fields(VoiceConfig)})
+        if unknown:
+            raise DataError(f"unknown voice-pair setting(s) {', '.join(unknown)}: see VoiceConfig in "
+                            "model/training/voices.py")
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}  # JSON lists -> ranges
+        self.generator = VoicePairGenerator(MixtureGenerator.from_cache(cache_dir, "train"), VoiceConfig(**settings))
 
     def sample(self, rng: np.random.Generator):
         from samstream.model.training.train import TrainingExample
