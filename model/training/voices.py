@@ -18,7 +18,7 @@ different genders when both are known, also the gender's wording ("a woman speak
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -239,8 +239,6 @@ class VoicePairSource:
     """`samstream train --task voice`: voice pairs of the train split as training examples."""
 
     def __init__(self, cache_dir, seconds: float, overrides: dict | None = None):
-        from dataclasses import fields
-
         settings = {"seconds": seconds, **(overrides or {})}
         unknown = sorted(set(settings) - {f.name for f in fields(VoiceConfig)})
         if unknown:
