@@ -182,15 +182,16 @@ class GenderMask:
             estimate = state.speech_stft.take(state.speech_stft.ready())
             frames = state.mixture_stft.take(state.mixture_stft.ready())
             mask, on_target, acting = (torch.from_numpy(m) for m in self.masks(state, estimate.numpy()))
-            expert_gain = (estimate.abs() / (frames.abs() + 1e-8)).clamp(max=1.0).double()
+            magnitude = frames.abs() + 1e-8
+            expert_gain = (estimate.abs() / magnitude).clamp(max=1.0).double()
             keep = c.woman_keep * on_target if state.want_high else torch.zeros_like(on_target)
-            masked = frames.abs() * mask * (keep + (1 - keep) * expert_gain)
-            if picked is not None:
-                by_picker = state.picked_stft.take(state.picked_stft.ready()).abs() * expert_gain ** c.picker_gain_power
+            gain = mask * (keep + (1 - keep) * expert_gain)
+            if picked is not None:  # the blend of magnitudes, as gains on the mixture (its phase kept)
+                picked_frames = state.picked_stft.take(state.picked_stft.ready())
+                picker_gain = picked_frames.abs() / magnitude * expert_gain ** c.picker_gain_power
                 weight = torch.where(acting, c.picker_weight_other, c.picker_weight_alone).double()[:, None]
-                masked = masked ** (1 - weight) * by_picker ** weight
-            phase = frames / (frames.abs() + 1e-12)
-            out[row] = state.mixture_stft.synthesise(phase * masked.to(frames.real.dtype)).numpy()
+                gain = gain ** (1 - weight) * picker_gain ** weight
+            out[row] = state.mixture_stft.synthesise(frames * gain.to(frames.dtype)).numpy()
         return out
 
     def _targets(self, state: GenderMaskState, pitch: float) -> bool:
