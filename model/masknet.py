@@ -487,3 +487,25 @@ def save_masknet(model: MaskNet, path: str | Path, metadata: dict | None = None)
 
 def load_masknet(path: str | Path) -> MaskNet:
     return load_weights(path, "the mask network", lambda config: MaskNet(MaskNetConfig.from_dict(config)))
+
+
+def load_deeper(model: MaskNet, weights: dict[str, torch.Tensor]) -> None:
+    """Start a fullband network from the weights of a shallower one (`samstream train --init WEIGHTS
+    --model-config '{"layers": N}'`): every tensor loads where it was, and the extra GRU layers, appended after the
+    loaded ones, start at zero. A zero GRU's output stays 0 (its candidate state is tanh(0) = 0) and a new FiLM starts
+    as the identity, so each new residual branch adds nothing: the deeper network computes exactly what the
+    shallower one did, and training grows it from there (the gradient into a zero GRU's input weights is not 0)."""
+    c = model.config
+    loaded = len({key.split(".")[2] for key in weights if key.startswith("body.grus.")})
+    if c.body != "fullband" or loaded > c.layers:
+        raise ModelLoadError(f"weights of {loaded} GRU layers cannot start a {c.body} network of {c.layers}: only a "
+                             "fullband network as deep or deeper takes them")
+    new = {f"body.grus.{i}." for i in range(loaded, c.layers)} | {f"body.films.{i + 1}." for i in range(loaded, c.layers)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    strays = unexpected + [key for key in missing if not any(key.startswith(prefix) for prefix in new)]
+    if strays:
+        raise ModelLoadError(f"the weights do not fit this mask network apart from its depth: {strays[:5]}")
+    with torch.no_grad():
+        for gru in model.body.grus[loaded:]:
+            for parameter in gru.parameters():
+                parameter.zero_()

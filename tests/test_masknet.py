@@ -1,5 +1,7 @@
 """Mask networks: streaming equals the offline causal run, batched streams keep their own prompts and state."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,29 @@ def test_the_speech_refiner_starts_as_the_expert_and_streams_as_it_runs_offline(
         assert 10 * np.log10(1 / error) > 80, prompt
     with pytest.raises(Exception, match="expert's estimate"):
         sep.stream_step(states, padded[0, :, :hop])
+
+
+def test_a_deeper_network_starts_from_a_shallower_ones_weights_and_computes_what_it_did():
+    """`load_deeper` (train --init WEIGHTS --model-config '{"layers": N}'): the shipped voice picker's weights in a
+    network of two more GRU layers give the same output on real audio, and one training step moves the new layers."""
+    from samstream.model.embedded import WEIGHTS_DIR
+    from samstream.model.masknet import Conditioning, load_deeper
+
+    shipped = load_masknet(WEIGHTS_DIR / "voice.safetensors")
+    deeper = MaskNet(replace(shipped.config, layers=shipped.config.layers + 2))
+    load_deeper(deeper, shipped.state_dict())
+    mixture = torch.from_numpy(real_speech(2.0) + 0.5 * real_sounds(2.0))[None]
+    speaker = torch.from_numpy(np.random.default_rng(1).standard_normal(256).astype(np.float32))[None]
+    anchors = torch.zeros(1, 0, dtype=torch.long)
+
+    def run(model):
+        prompt = model.condition(Conditioning(speaker=speaker, speaker_valid=torch.ones(1, dtype=torch.bool)), 1)
+        return model.separate_waveform(mixture, anchors, prompt)
+
+    with torch.no_grad():
+        assert torch.equal(run(shipped), run(deeper))
+    run(deeper).pow(2).mean().backward()
+    new_gru = deeper.body.grus[-1]
+    assert new_gru.weight_ih_l0.grad.abs().sum() > 0  # the zero layers learn
+    with pytest.raises(ModelLoadError, match="only a fullband network as deep or deeper"):
+        load_deeper(MaskNet(replace(shipped.config, layers=1)), shipped.state_dict())

@@ -249,6 +249,9 @@ def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_do
         run("--run", str(tmp_path / "a"), "--init", str(shipped), "--arch", "masknet")
     with pytest.raises(UserFacingError, match="drop --model-config"):
         run("--run", str(tmp_path / "a"), "--init", str(shipped), "--model-config", '{"dim": 64}')
+    with pytest.raises(UserFacingError, match="only deepen a fullband mask network"):  # not shallower
+        run("--run", str(tmp_path / "a"), "--init", str(WEIGHTS_DIR / "voice.safetensors"), "--model-config",
+            '{"layers": 1}')
     assert not (tmp_path / "a").exists()  # refused before anything was made
 
     run("--run", str(tmp_path / "a"), "--init", str(shipped), "--steps", "1", "--batch-size", "1", "--seconds",

@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start a new run from these weights (model/weights/*.safetensors or another run's "
                              "model.safetensors): the network's arch, task and config come from the file's .json, "
                              "the optimiser and the learning-rate schedule start afresh (set --steps, --lr, "
-                             "--warmup for the continuation); recorded in the run's config.json")
+                             "--warmup for the continuation); recorded in the run's config.json. With a fullband "
+                             "mask network's weights, --model-config '{\"layers\": N}' makes it deeper: the new GRU "
+                             "layers start at zero, so the run starts from what the weights compute")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
 
@@ -80,12 +82,19 @@ def initial_weights(args: argparse.Namespace) -> dict:
     if (args.run / "checkpoint.pt").is_file():
         raise UserFacingError(f"{args.run} has a checkpoint and resumes from it: --init starts a new run, so give "
                               "another --run (or drop --init to resume)")
-    if args.model_config is not None:
-        raise UserFacingError("--init takes the network's config from the weights' .json: drop --model-config")
     info = weights_info(args.init)
     if args.arch is not None and args.arch != info["arch"]:
         raise UserFacingError(f"--init {args.init} holds {info['arch']} weights, not --arch {args.arch}")
-    return {"arch": info["arch"], "task": args.task or info["task"], "model": info.pop("config"),
+    model = info.pop("config")
+    if args.model_config is not None:  # only a deeper fullband mask network (masknet.load_deeper)
+        layers = args.model_config.get("layers")
+        if (set(args.model_config) != {"layers"} or info["arch"] != "masknet" or model.get("body") != "fullband"
+                or not isinstance(layers, int) or layers <= model["layers"]):
+            raise UserFacingError("--init takes the network's config from the weights' .json; --model-config may "
+                                  "only deepen a fullband mask network ('{\"layers\": N}' with N above the "
+                                  "weights' layers): drop --model-config")
+        model = {**model, "layers": layers}
+    return {"arch": info["arch"], "task": args.task or info["task"], "model": model,
             "init": {k: info[k] for k in ("path", "sha256", "step", "cpu_s")}}
 
 

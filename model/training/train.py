@@ -551,10 +551,15 @@ def start_from(model: torch.nn.Module, path: Path, sha256: str) -> None:
     """Load a new run's starting weights, exactly the file its config.json names."""
     from safetensors.torch import load_file
 
+    from samstream.model.masknet import MaskNet, load_deeper
+
     if not path.is_file() or file_sha256(path) != sha256:
         raise ModelLoadError(f"the run starts from {path}, which is gone or changed since the run was made: "
                              "restore it or start another --run")
-    model.load_state_dict(load_file(str(path)))  # strict: the config came from the same file
+    if isinstance(model, MaskNet):
+        load_deeper(model, load_file(str(path)))  # as deep as the file (strict), or deeper (--model-config layers)
+    else:
+        model.load_state_dict(load_file(str(path)))  # strict: the config came from the same file
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, rng: np.random.Generator,
