@@ -134,6 +134,26 @@ def mask_combs() -> np.ndarray:
 NO_VOICE = -1  # the zero row of `mask_combs`
 
 
+def frame_salience(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Complex STFT frames [T, N_FFT // 2 + 1] -> their compressed zero-padded magnitude spectra [T, PITCH_FFT bins],
+    its sum up to SALIENCE_MAX_HZ [T, 1] and the salience of every pitch candidate [T, candidates]."""
+    windowed = np.fft.irfft(frames, n=N_FFT, axis=-1)  # the analysis-windowed frames
+    magnitude = np.sqrt(np.abs(np.fft.rfft(windowed, n=PITCH_FFT, axis=-1)))  # compressed: weak harmonics count
+    norm = magnitude[:, : int(SALIENCE_MAX_HZ / SAMPLE_RATE * PITCH_FFT)].sum(-1, keepdims=True) + 1e-9
+    return magnitude, norm, magnitude @ salience_weights().T / norm * 10
+
+
+def median_pitch(audio: np.ndarray) -> float:
+    """The median pitch (Hz) of one voice's clean recording at 16 kHz: the most salient candidate of each clearly
+    voiced frame (salience above GenderMaskConfig.clear_salience); 0.0 when fewer than 10 frames are."""
+    stft = StftStream(N_FFT, HOP, 0)
+    usable = len(audio) // HOP * HOP
+    stft.analyse(torch.from_numpy(np.ascontiguousarray(audio[None, :usable], np.float32)), [stft])
+    _, _, salience = frame_salience(stft.take(stft.ready()).numpy())
+    voiced = salience.max(-1) > GenderMaskConfig.clear_salience
+    return float(np.median(pitch_candidates()[salience.argmax(-1)[voiced]])) if voiced.sum() >= 10 else 0.0
+
+
 @dataclass
 class GenderMaskState:
     """One stream: the STFTs of the expert's estimate and of the mixture, and how recently each voice was heard."""
@@ -205,11 +225,8 @@ class GenderMask:
         """Complex frames of the expert's estimate [T, N_FFT // 2 + 1] of one stream -> its masks, where the
         target's harmonics are (0..1, the other voice's taken out), both the same shape, and whether the mask acts
         in each frame [T] (the other gender heard clearly of late; the state advances)."""
-        windowed = np.fft.irfft(frames, n=N_FFT, axis=-1)  # the analysis-windowed frames
-        magnitude = np.sqrt(np.abs(np.fft.rfft(windowed, n=PITCH_FFT, axis=-1)))  # compressed: weak harmonics count
+        magnitude, norm, salience = frame_salience(frames)
         weights, combs, pitches = salience_weights(), harmonic_combs(), pitch_candidates()
-        norm = magnitude[:, : int(SALIENCE_MAX_HZ / SAMPLE_RATE * PITCH_FFT)].sum(-1, keepdims=True) + 1e-9
-        salience = magnitude @ weights.T / norm * 10
         first = salience.argmax(-1)
         rest = magnitude * (1 - combs[first])  # the first voice's harmonics cancelled
         second_salience = rest @ weights.T / norm * 10

@@ -5,7 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from samstream.model.training.augment import active_rms
 from samstream.model.training.index import build_index
 from samstream.model.training.mixtures import MixtureGenerator
 from samstream.model.training.toy_cache import make_toy_cache, write_toy_rir_bank
@@ -91,3 +93,25 @@ def test_training_takes_voice_pair_settings_and_refuses_unknown_ones(voices, tmp
     assert rest_db(loud) > rest_db(quiet) + 10.0  # measured −5.9 against −24.9 dB
     with pytest.raises(DataError, match="noise_level"):
         VoicePairSource(cache, 4.0, {"noise_level": -5})
+
+
+def test_a_real_voice_eval_set_takes_genders_from_pitch_and_says_what_it_left_out(tmp_path_factory):
+    """`samstream data build-voice-eval --real-voices --noise-db`: the toy cache's held-out recorded voices are
+    hedgewars' Robot (pitch 150 Hz) and klettres' Italian (190 Hz), of no known gender: a man and a woman by pitch,
+    so there are cross-gender and turn-taking pairs and no same-gender ones; a sound lies under every pair."""
+    from samstream.model.training.voices import build_voice_eval
+
+    cache = make_toy_cache(tmp_path_factory.mktemp("cache"))
+    build_index(cache, workers=1)
+    write_toy_rir_bank(cache)
+    out = tmp_path_factory.mktemp("real")
+    manifest = build_voice_eval(cache, out, per_type=2, seconds=2.0, force=True, real_voices=True,
+                                noise_db=(-6.0, -6.0))
+    assert manifest["genders_by_pitch"] == {"hedgewars-data:Robot": "male", "klettres-data:it": "female"}
+    assert manifest["per_pair_type"] == {"overlap-cross-gender": 2, "turns": 2}
+    assert manifest["pair_types_left_out"] == ["overlap-same-gender"]
+    for item in sorted(out.glob("voice-*")):
+        mixture, target, voice, sound = (sf.read(str(item / f"{name}.wav"))[0]
+                                         for name in ("mixture", "target", "interferer1", "interferer2"))
+        assert np.allclose(mixture, target + voice + sound, atol=1e-6)
+        assert 20 * np.log10(active_rms(sound) / active_rms(target + voice)) == pytest.approx(-6.0, abs=0.5)

@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seconds", type=float, default=6.0, help="item length (default 6)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--real-voices", action="store_true",
+                   help="only recorded voices, no TTS (a voice of unknown gender takes it from its median pitch; a "
+                        "pair type these voices cannot make is left out, and both are listed in the manifest)")
+    p.add_argument("--noise-db", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="a held-out non-speech sound under every pair, LOW..HIGH dB against the speech "
+                        "(default: none)")
     p.set_defaults(_data_run=_run_build_voice_eval)
 
     p = sub.add_parser("speech-pool", help="add shards of mixtures with the speech expert's estimate to a folder "
@@ -171,9 +177,12 @@ def _run_build_voice_eval(args, cache_dir: Path) -> int:
     from samstream.model.training.voices import build_voice_eval
 
     manifest = build_voice_eval(cache_dir, args.out, per_type=args.per_type, seed=args.seed, seconds=args.seconds,
-                                force=args.force)
+                                force=args.force, real_voices=args.real_voices, noise_db=args.noise_db)
     lines = [f"build-voice-eval: {manifest['items']} items from {manifest['speakers']} held-out voices -> {args.out}"]
     lines += [f"  {kind:<22} {n:>4}" for kind, n in manifest["per_pair_type"].items()]
+    if manifest.get("genders_by_pitch"):
+        lines.append(f"  gender from median pitch: {len(manifest['genders_by_pitch'])} voices")
+    lines += [f"  {kind}: left out (these voices cannot make it)" for kind in manifest.get("pair_types_left_out", [])]
     _finish(args, {"out": str(args.out), **manifest}, lines)
     return 0
 

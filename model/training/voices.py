@@ -75,6 +75,7 @@ class VoicePair:
     interferer_speaker: str
     genders: tuple[str | None, str | None]
     prompt: str | None  # the gender wording, when the example carries one
+    noise: np.ndarray  # the non-speech sound in the mixture (zeros: none)
 
 
 class VoicePairGenerator:
@@ -161,11 +162,12 @@ class VoicePairGenerator:
             prompt = wordings[rng.integers(len(wordings))]
         if rng.random() < c.lead_silence_rate:
             lead = int(rng.uniform(*c.lead_silence_seconds) * SAMPLE_RATE)
-            mixture, target = _delayed(mixture, lead), _delayed(target, lead)
+            mixture, target, noise = _delayed(mixture, lead), _delayed(target, lead), _delayed(noise, lead)
         peak_e = float(np.abs(enrollment).max())
         return VoicePair(mixture=(mixture * gain).astype(np.float32), target=(target * gain).astype(np.float32),
                          enrollment=(enrollment * (0.5 / peak_e if peak_e > 0.5 else 1.0)).astype(np.float32),
-                         layout=layout, target_speaker=a, interferer_speaker=b, genders=genders, prompt=prompt)
+                         layout=layout, target_speaker=a, interferer_speaker=b, genders=genders, prompt=prompt,
+                         noise=(noise * gain).astype(np.float32))
 
     def _other_microphone(self, enrollment: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         c = self.config
@@ -216,6 +218,18 @@ class VoicePairGenerator:
             if rng.random() < 0.5:  # the enrollment was recorded in the same room
                 enrollment = reverberate(enrollment, room[0])
         return target, other, enrollment
+
+
+def _gender_by_pitch(pairs: VoicePairGenerator, speaker: str) -> str | None:
+    """A recorded voice's gender from the median pitch of (up to 30 of) its clips, as the pitch mask draws the line
+    (GenderMaskConfig.woman_from_hz); None when too little of it is voiced. (With 8 short clips, some voices of
+    spoken letters came out an octave off.)"""
+    from samstream.model.gender_mask import GenderMaskConfig, median_pitch
+
+    clips = [pairs.pool.read(entry, np.random.default_rng(0), 10 * SAMPLE_RATE)
+             for entry in pairs.pool.by_speaker[speaker][:30]]
+    pitch = median_pitch(np.concatenate(clips))
+    return None if not pitch else "female" if pitch >= GenderMaskConfig.woman_from_hz else "male"
 
 
 def _delayed(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -270,10 +284,16 @@ PAIR_TYPES = {  # evaluation pair type -> (layout, same gender?)
 
 
 def build_voice_eval(cache_dir, out_dir, per_type: int = 20, seed: int = 0, seconds: float = 6.0,
-                     force: bool = False) -> dict:
+                     force: bool = False, real_voices: bool = False,
+                     noise_db: tuple[float, float] | None = None) -> dict:
     """Voice-pick items of held-out voices never heard in training, in the eval layout: two voices overlapping
     (different genders, the same gender) and taking turns; the enrollment clip holds other utterances of the
-    target. meta.json: target_class "speaker", pair_type, target/interferer speaker and gender."""
+    target. meta.json: target_class "speaker", pair_type, target/interferer speaker and gender.
+
+    `real_voices`: only recorded voices (no TTS), whose gender the index mostly does not know: a voice without one
+    takes it from its median pitch (`gender_mask.median_pitch`, below / from 165 Hz: male / female; listed in the
+    manifest), and a pair type the voices cannot make is left out (named in the manifest). `noise_db`: a held-out
+    non-speech sound under every pair, this many dB against the speech (a call in a noisy place)."""
     import shutil
     from pathlib import Path
 
@@ -293,26 +313,39 @@ def build_voice_eval(cache_dir, out_dir, per_type: int = 20, seed: int = 0, seco
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = load_index(Path(cache_dir))["entries"]
     trained = {e.get("speaker") for e in entries if e["split"] == TRAIN}
+    noise = {"noise_rate": 1.0, "noise_db": tuple(noise_db)} if noise_db else {"noise_rate": 0.0}
     pairs = VoicePairGenerator(MixtureGenerator(entries, cache_dir, HELDOUT),
-                               VoiceConfig(seconds=seconds, noise_rate=0.0, reverb_rate=0.2, speed_range=0.0,
-                                           gender_prompt_rate=0.0))
+                               VoiceConfig(seconds=seconds, reverb_rate=0.2, speed_range=0.0, gender_prompt_rate=0.0,
+                                           **noise))
     pairs.speakers = [s for s in pairs.speakers if s not in trained]
-    counts = {}
+    by_pitch = {}
+    if real_voices:
+        pairs.speakers = [s for s in pairs.speakers if all(e["origin"] == "real" for e in pairs.pool.by_speaker[s])]
+        by_pitch = {s: _gender_by_pitch(pairs, s) for s in pairs.speakers if pairs.genders[s] is None}
+        pairs.genders.update(by_pitch)
+    counts, left_out = {}, []
     for t, (pair_type, (layout, same_gender)) in enumerate(PAIR_TYPES.items()):
         rng = np.random.default_rng([seed, 77_003, t])
         for i in range(per_type):
             for _ in range(50):
                 try:
                     pair = pairs.pair(rng, layout, same_gender=same_gender)
-                    break
                 except DataError:
                     continue
+                if not noise_db or np.any(pair.noise):  # (a sound's track can be silent in the window: draw again)
+                    break
             else:
-                raise DataError(f"no {pair_type} voice pair could be made from the held-out voices")
+                if not real_voices:
+                    raise DataError(f"no {pair_type} voice pair could be made from the held-out voices")
+                left_out.append(pair_type)
+                break
             folder = out_dir / f"voice-{pair_type}-{i:03d}"
             folder.mkdir()
-            for name, wav in (("mixture", pair.mixture), ("target", pair.target),
-                              ("interferer1", pair.mixture - pair.target), ("enrollment", pair.enrollment)):
+            stems = [("mixture", pair.mixture), ("target", pair.target),
+                     ("interferer1", pair.mixture - pair.target - pair.noise), ("enrollment", pair.enrollment)]
+            if np.any(pair.noise):
+                stems.append(("interferer2", pair.noise))
+            for name, wav in stems:
                 sf.write(str(folder / f"{name}.wav"), wav.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
             write_json(folder / "meta.json", {
                 "target_class": SPEAKER_CLASS, "prompts": [canonical(SPEAKER_CLASS)], "pair_type": pair_type,
@@ -321,6 +354,9 @@ def build_voice_eval(cache_dir, out_dir, per_type: int = 20, seed: int = 0, seco
                 "genders": list(pair.genders)})
             counts[pair_type] = counts.get(pair_type, 0) + 1
     manifest = {"split": HELDOUT, "seed": seed, "per_pair_type": counts, "items": sum(counts.values()),
-                "speakers": len(pairs.speakers)}
+                "speakers": len(pairs.speakers), "real_voices": real_voices,
+                "noise_db": list(noise_db) if noise_db else None}
+    if real_voices:
+        manifest.update(genders_by_pitch=by_pitch, pair_types_left_out=left_out)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
