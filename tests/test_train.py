@@ -123,6 +123,37 @@ def test_training_checkpoints_exports_and_resumes(tmp_path):
     assert out.target.shape == (2000,)
 
 
+class SometimesBroken(ToneInNoise):
+    """Every draw of `broken` (a set of draw numbers) gives an example whose mixture is NaN."""
+
+    def __init__(self, broken: set[int]):
+        self.broken, self.draws = broken, 0
+
+    def sample(self, rng: np.random.Generator) -> TrainingExample:
+        example = super().sample(rng)
+        if self.draws in self.broken:
+            example.mixture[:] = np.nan
+        self.draws += 1
+        return example
+
+
+def test_a_non_finite_step_is_skipped_and_logged_and_a_diverged_run_stops_with_what_to_do(tmp_path, capsys):
+    from samstream.model.errors import UserFacingError
+    from samstream.model.training import train as train_module
+
+    config = TrainConfig(steps=4, batch_size=2, seconds=0.3, log_every=1, checkpoint_every_s=1e9, model=TINY)
+    train(config, SometimesBroken({2}), VECTORS, tmp_path / "a", progress=False)  # the second batch is broken
+    weights = load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    logged = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [entry.get("skipped_steps", 0) for entry in logged] == [0, 1, 1, 1]
+    assert "step 1: the loss or its gradient is not finite" in capsys.readouterr().err
+
+    config.steps = 2 * train_module.MAX_BAD_STEPS_IN_A_ROW
+    with pytest.raises(UserFacingError, match="diverged at step .*lower --lr"):
+        train(config, SometimesBroken(set(range(1000))), VECTORS, tmp_path / "b", progress=False)
+
+
 def _loader_batches(start_step: int, count: int, workers: int = 2) -> list[dict]:
     from torch.utils.data import DataLoader
 

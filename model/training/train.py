@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from samstream.model.anchors import NEGATIVE, NULL, POSITIVE
 from samstream.model.composite import file_sha256
 from samstream.model.embedded import EmbeddedConfig, EmbeddedModel, save_embedded
-from samstream.model.errors import ModelLoadError
+from samstream.model.errors import ModelLoadError, UserFacingError
 from samstream.model.masknet import Conditioning, MaskNet, MaskNetConfig, save_masknet
 from samstream.model.stft import (analysis_frames, clip_spectra, ideal_ratio_mask, log_magnitude, mask_to_state,
                                   overlap_add, state_to_mask, synthesis_frames, with_lookahead)
@@ -57,6 +57,7 @@ class ExampleSource(Protocol):
 # "standard": MixtureConfig's defaults (what every run before this option used); "heavy": MixtureConfig.heavy()
 # (wider EQ and speed, more reverb, level rides, clipping, devices, noise floors, quieter mixtures).
 AUGMENT_RECIPES = ("standard", "heavy")
+MAX_BAD_STEPS_IN_A_ROW = 20  # non-finite steps skipped before a run is declared diverged
 
 
 class MixtureSource:
@@ -468,6 +469,7 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
     first_step = step
     rate_start: float | None = None  # when the first step finished (loader start-up excluded from the rate)
     fits = 0
+    skipped = bad_steps = 0
     averages: dict[str, float] = {}
     bar = tqdm(total=config.steps, initial=step, desc=f"train {config.arch}", unit="step", disable=not progress)
     model.train()
@@ -485,8 +487,18 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
                 loss, figures = loss_fn(model, batch, config, generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                if torch.isfinite(loss) and torch.isfinite(norm):
+                    optimizer.step()
+                    bad_steps = 0
+                else:  # one non-finite step would turn every weight into NaN (runs/voice_deep did at step 770)
+                    skipped, bad_steps = skipped + 1, bad_steps + 1
+                    print(f"\nstep {step}: the loss or its gradient is not finite; step skipped ({skipped} so far)",
+                          file=sys.stderr)
+                    if bad_steps >= MAX_BAD_STEPS_IN_A_ROW:
+                        raise UserFacingError(f"{bad_steps} steps in a row had a non-finite loss or gradient: the run "
+                                            f"diverged at step {step}; resume it with a lower --lr")
+                    figures = {}  # the running averages skip it too
                 step += 1
                 for key, value in figures.items():
                     averages[key] = value if key not in averages else 0.95 * averages[key] + 0.05 * value
@@ -494,7 +506,8 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
                 bar.set_postfix({k: f"{v:.3f}" for k, v in averages.items()}, refresh=False)
                 if step % config.log_every == 0:
                     cpu = cpu_before + time.process_time() - cpu_start
-                    log.write(json.dumps({"step": step, "time": time.time(), "cpu_s": round(cpu, 1), **averages}) + "\n")
+                    log.write(json.dumps({"step": step, "time": time.time(), "cpu_s": round(cpu, 1), **averages,
+                                          **({"skipped_steps": skipped} if skipped else {})}) + "\n")
                     log.flush()
                 now = time.monotonic()
                 if rate_start is None:
