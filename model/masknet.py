@@ -498,9 +498,10 @@ def load_deeper(model: MaskNet, weights: dict[str, torch.Tensor]) -> None:
     c = model.config
     loaded = len({key.split(".")[2] for key in weights if key.startswith("body.grus.")})
     if c.body != "fullband" or loaded > c.layers:
-        raise ModelLoadError(f"weights of {loaded} GRU layers cannot start a {c.body} network of {c.layers}: only a "
-                             "fullband network as deep or deeper takes them")
-    new = {f"body.grus.{i}." for i in range(loaded, c.layers)} | {f"body.films.{i + 1}." for i in range(loaded, c.layers)}
+        raise ModelLoadError(f"weights of {loaded} fullband GRU layers cannot start a {c.body} network of {c.layers}: "
+                             "only a fullband network as deep or deeper takes them")
+    added = range(loaded, c.layers)
+    new = {f"body.grus.{i}." for i in added} | {f"body.films.{i + 1}." for i in added}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     strays = unexpected + [key for key in missing if not any(key.startswith(prefix) for prefix in new)]
     if strays:

@@ -496,8 +496,8 @@ def train(config: TrainConfig, source: ExampleSource, text_vectors: dict[str, to
                     print(f"\nstep {step}: the loss or its gradient is not finite; step skipped ({skipped} so far)",
                           file=sys.stderr)
                     if bad_steps >= MAX_BAD_STEPS_IN_A_ROW:
-                        raise UserFacingError(f"{bad_steps} steps in a row had a non-finite loss or gradient: the run "
-                                            f"diverged at step {step}; resume it with a lower --lr")
+                        raise UserFacingError(f"{bad_steps} steps in a row had a non-finite loss or gradient: the "
+                                              f"run diverged at step {step}; resume it with a lower --lr")
                     figures = {}  # the running averages skip it too
                 step += 1
                 for key, value in figures.items():
@@ -569,7 +569,7 @@ def start_from(model: torch.nn.Module, path: Path, sha256: str) -> None:
     if not path.is_file() or file_sha256(path) != sha256:
         raise ModelLoadError(f"the run starts from {path}, which is gone or changed since the run was made: "
                              "restore it or start another --run")
-    if isinstance(model, MaskNet):
+    if isinstance(model, MaskNet) and model.config.body == "fullband":
         load_deeper(model, load_file(str(path)))  # as deep as the file (strict), or deeper (--model-config layers)
     else:
         model.load_state_dict(load_file(str(path)))  # strict: the config came from the same file
