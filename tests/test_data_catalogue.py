@@ -54,6 +54,10 @@ def test_speakers_and_genders():
     assert rule.speaker_of("usr/share/games/hedgewars/Data/Sounds/voices/Pirate/Hello.ogg") == "hedgewars-data:Pirate"
     rule = match("fillets-ng-data-cs", "usr/share/games/fillets-ng/sound/a/cs/a-m-1.ogg", rules["fillets-ng-data-cs"])
     assert (rule.gender, rule.speaker_of("x")) == ("female", "fillets-ng-data-cs:m")
+    speakers = [match("klettres-data", path, rules["klettres-data"]).speaker_of(path) for path in (
+        "usr/share/klettres/fr/alpha/a.ogg", "usr/share/klettres/fr/syllab/ba.ogg",  # one reader
+        "usr/share/klettres/de/alpha/a.ogg", "usr/share/klettres/de/syllab/ba.ogg")]  # two
+    assert speakers == ["klettres-data:fr", "klettres-data:fr", "klettres-data:de/alpha", "klettres-data:de/syllab"]
 
 
 def test_every_rule_names_a_known_class_and_no_reserved_source():
