@@ -294,6 +294,11 @@ def test_the_train_command_starts_a_run_from_shipped_weights_and_refuses_what_do
     assert all(torch.equal(before[k], after[k]) for k in before)
     with pytest.raises(UserFacingError, match="has a checkpoint and resumes from it"):
         run("--run", str(tmp_path / "a"), "--init", str(shipped))
+    with pytest.raises(UserFacingError, match=r"whose network is fixed \(dim 128 -> 64\): drop --model-config"):
+        run("--run", str(tmp_path / "a"), "--model-config", '{"dim": 64}')
+    # the network it already is: resumed (a --model-config that replaced the saved one would fail at load)
+    run("--run", str(tmp_path / "a"), "--model-config", json.dumps({"dim": saved["model"]["dim"]}), "--steps", "2")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"] == saved["model"]
 
 
 def test_the_general_separator_trains_on_a_general_pool_and_its_run_keeps_needing_one(tmp_path, train_command):

@@ -98,6 +98,22 @@ def initial_weights(args: argparse.Namespace) -> dict:
             "init": {k: info[k] for k in ("path", "sha256", "step", "cpu_s")}}
 
 
+def resumed_model_config(args: argparse.Namespace, saved: dict | None) -> dict | None:
+    """--model-config over the run's saved network config: a new run takes it (merged over the saved one when the
+    run folder has a config but no checkpoint); a run with a checkpoint resumes the network the checkpoint holds,
+    so a --model-config that would change it is refused instead of failing later at load."""
+    from samstream.model.errors import UserFacingError
+
+    if args.model_config is None or saved is None or args.init is not None:
+        return args.model_config
+    merged = {**saved, **args.model_config}
+    if merged != saved and (args.run / "checkpoint.pt").is_file():
+        changed = ", ".join(f"{k} {saved.get(k)!r} -> {v!r}" for k, v in args.model_config.items() if saved.get(k) != v)
+        raise UserFacingError(f"{args.run} resumes from its checkpoint, whose network is fixed ({changed}): drop "
+                              "--model-config, or give another --run to train a new network")
+    return merged
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -114,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                  "lr": args.lr, "sisdr_weight": args.sisdr_weight,
                  "worse_weight": args.worse_weight, "t0_probability": args.t0_probability,
                  "warmup": args.warmup, "device": args.device, "threads": args.threads, "workers": args.workers,
-                 "amp": args.amp, "model": args.model_config,
+                 "amp": args.amp, "model": resumed_model_config(args, values.get("model")),
                  "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,
                  "example_probability": args.example_probability,
                  "text_drop_probability": args.text_drop_probability, "augment": args.augment,
