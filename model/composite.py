@@ -55,7 +55,8 @@ import torch
 from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
-from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, EmbeddedSeparator, Floor, check_floor, check_share, lowest_share
+from samstream.model.embedded import EmbeddedSeparator
+from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ, Floor, check_floor, check_share, lowest_share
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.gender_mask import GenderMask, GenderMaskState
 from samstream.model.level import LevelNormalizer, LevelState
@@ -465,19 +466,39 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`, from
     `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
     `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
-    from samstream.model.embedded import WEIGHTS_DIR, load_embedded, shipped_weights
+    from samstream.model.embedded import WEIGHTS_DIR, shipped_weights
+    from samstream.model.masknet import MaskNetSeparator, load_masknet
 
     general_weights = general_weights or shipped_weights()
-    general = load_embedded(general_weights, mask_floor=GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
+    general = load_general(general_weights, GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
     for name in ("voice", "speech"):
         path = WEIGHTS_DIR / f"{name}.safetensors"
         if speech_expert and path.is_file():
-            from samstream.model.masknet import MaskNetSeparator, load_masknet
-
             parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
     floors, expert_floor = load_floors(floors_file(general_weights)) if mask_floor is None else ({}, 0.0)
     return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
+
+
+def load_general(path: Path, mask_floor: Floor) -> EmbeddedSeparator:
+    """General separator weights of either architecture (their .json's "arch"): the DiT (model/embedded.py) or a mask
+    network trained on the general task (model/masknet.py, the candidates of docs/model_card.md); both take mask
+    floors and the same chunk-step streaming calls."""
+    from samstream.model.embedded import load_embedded
+    from samstream.model.errors import ModelLoadError
+    from samstream.model.masknet import MaskNetSeparator, load_masknet
+
+    config = Path(path).with_suffix(".json")
+    arch = json.loads(config.read_text()).get("arch", "embedded") if config.is_file() else "embedded"
+    if arch == "embedded":
+        return load_embedded(path, mask_floor=mask_floor)
+    if arch != "masknet":
+        raise ModelLoadError(f"{path} holds {arch} weights: the default model's general separator is an embedded DiT "
+                             "or a mask network")
+    network = MaskNetSeparator(load_masknet(path), mask_floor=mask_floor)
+    if network.config.speaker_dim or network.config.expert_input:
+        raise ModelLoadError(f"{path} is a voice picker or a speech refiner, not a general separator")
+    return network
 
 
 def floors_file(general_weights: Path) -> Path:

@@ -44,6 +44,7 @@ from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_fr
 from samstream.model.audio import check_sample_rate, resample, to_mono
 from samstream.model.dit import DiT, DiTConfig, FusedDiT, modulate
 from samstream.model.errors import AudioInputError, PromptError
+from samstream.model.mask_floor import Floor, check_floor, floor_per_bin
 from samstream.model.sampling import SolverConfig, solve
 from samstream.model.separator import Separation, fit_length
 from samstream.model.stft import (active_frames, analysis_frames, clip_spectra, log_magnitude, overlap_add,
@@ -280,34 +281,6 @@ class StreamState:
     mask_floor: Floor = 0.0  # the share of the mixture this session's mask keeps at least (`EmbeddedSeparator._mask`)
 
 
-def check_share(value: float, name: str) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return float(value)
-
-
-# A mask floor is one share for every frequency, or one per band of FLOOR_BAND_EDGES_HZ (below 500 Hz, 500-1500,
-# 1500-4000, above 4000 Hz): a class the network finds in some bands and not in others (applause, door, bell) keeps
-# more of its input where it cannot (calibrated, docs/model_card.md "Never confidently wrong").
-FLOOR_BAND_EDGES_HZ = (500.0, 1500.0, 4000.0)
-Floor = float | tuple[float, ...]
-
-
-def check_floor(value, name: str) -> Floor:
-    """A mask floor: a share in [0, 1], or a sequence of one share per band (FLOOR_BAND_EDGES_HZ)."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(FLOOR_BAND_EDGES_HZ) + 1:
-            raise ValueError(f"{name} needs one share per band ({len(FLOOR_BAND_EDGES_HZ) + 1}: edges "
-                             f"{', '.join(f'{edge:g}' for edge in FLOOR_BAND_EDGES_HZ)} Hz), got {len(value)}")
-        return tuple(check_share(share, f"{name} (band {band})") for band, share in enumerate(value))
-    return check_share(value, name)
-
-
-def lowest_share(floor: Floor) -> float:
-    """The share of its input a floor keeps at least, at every frequency."""
-    return min(floor) if isinstance(floor, tuple) else floor
-
-
 class EmbeddedSeparator:
     """The `Separator` for the embedded model, plus the chunk-step streaming API used by the engine."""
 
@@ -325,7 +298,6 @@ class EmbeddedSeparator:
         self._text_encoder = text_encoder
         self._prompts = PromptCache(text_encoder) if text_encoder is not None else None
         self._time_cond: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._floor_bins: dict[Floor, torch.Tensor] = {}  # floor -> its share per STFT bin
 
     @torch.inference_mode()
     def time_conditioning(self, t: float, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -431,19 +403,9 @@ class EmbeddedSeparator:
         `mask_floor` for every row): where the network cannot find the target, a floor keeps that much of the
         mixture instead of a confidently wrong silence."""
         floors = floors or [self.mask_floor] * state.shape[0]
-        floor = torch.stack([self.floor_per_bin(f) for f in floors])[:, None, :]
+        c = self.config
+        floor = torch.stack([floor_per_bin(f, c.bins, self.sample_rate, c.n_fft) for f in floors])[:, None, :]
         return floor + (1.0 - floor) * state_to_mask(state)
-
-    def floor_per_bin(self, floor: Floor) -> torch.Tensor:
-        """A floor as the share kept in each STFT bin [bins]; made once per floor (the stream path asks every hop)."""
-        if floor not in self._floor_bins:
-            if isinstance(floor, tuple):
-                hz = torch.arange(self.config.bins) * (self.sample_rate / self.config.n_fft)
-                bins = torch.tensor(floor)[torch.bucketize(hz, torch.tensor(FLOOR_BAND_EDGES_HZ), right=True)]
-            else:
-                bins = torch.full((self.config.bins,), float(floor))
-            self._floor_bins[floor] = bins
-        return self._floor_bins[floor]
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -38,6 +38,7 @@ from torch import nn
 from samstream.model.anchors import NEGATIVE, NULL, PAD, POSITIVE, Span, span_frames, validate_span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.errors import AudioInputError, ModelLoadError, PromptError
+from samstream.model.mask_floor import Floor, check_floor, floor_per_bin
 from samstream.model.polyphase import polyphase_resample
 from samstream.model.stft import (StftStream, active_frames, analysis_frames, clip_spectra, log_magnitude,
                                   overlap_add, synthesis_frames, with_lookahead)
@@ -271,9 +272,10 @@ class MaskNet(nn.Module):
         return self.anchor_embed(anchors)
 
     def estimate(self, spectra: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor, state=None,
-                 expert_spectra: torch.Tensor | None = None):
+                 expert_spectra: torch.Tensor | None = None, floor: torch.Tensor | None = None):
         """spectra [B, T + lookahead, bins] complex, anchors [B,T], prompt [B,cond_dim] (and, for the refiner, the
-        expert estimate's spectra, framed alike) -> the target's spectra [B,T,bins], state."""
+        expert estimate's spectra, framed alike) -> the target's spectra [B,T,bins], state. `floor` [B, bins]: the
+        share of the input each row keeps at least (model/mask_floor.py)."""
         features = log_magnitude(spectra)
         if self.config.expert_input:
             if expert_spectra is None:
@@ -281,15 +283,18 @@ class MaskNet(nn.Module):
             features = torch.cat([features, log_magnitude(expert_spectra)], dim=-1)
         features = with_lookahead(features, self.config.lookahead_frames)
         logits, state = self.body(features, self.anchor_vectors(anchors), prompt, state)
-        frames = logits.shape[1]
+        mixture = spectra[:, : logits.shape[1]]
         if not self.config.expert_input:
-            return spectra[:, :frames] * torch.sigmoid(logits), state
-        keep, add = logits.chunk(2, dim=-1)
-        return (1.2 * torch.sigmoid(keep) * expert_spectra[:, :frames]
-                + torch.sigmoid(add) * spectra[:, :frames]), state
+            target = mixture * torch.sigmoid(logits)
+        else:
+            keep, add = logits.chunk(2, dim=-1)
+            target = 1.2 * torch.sigmoid(keep) * expert_spectra[:, : logits.shape[1]] + torch.sigmoid(add) * mixture
+        if floor is not None:
+            target = floor[:, None, :] * mixture + (1.0 - floor[:, None, :]) * target
+        return target, state
 
     def separate_waveform(self, wav: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor,
-                          expert: torch.Tensor | None = None) -> torch.Tensor:
+                          expert: torch.Tensor | None = None, floor: torch.Tensor | None = None) -> torch.Tensor:
         """Training / offline form: [B,S] mixtures, anchors [B,T] (T = S // hop frames), prompt [B,cond_dim] (and
         [B,S] expert estimates, aligned with the mixtures, for the refiner) -> [B,S] target estimates, aligned with
         the input."""
@@ -302,7 +307,7 @@ class MaskNet(nn.Module):
         expert_spectra = analysis_frames(F.pad(expert, pad), c.n_fft, c.hop) if expert is not None else None
         if anchors.shape[1] < frames:
             anchors = F.pad(anchors, (0, frames - anchors.shape[1]), value=NULL)
-        target, _ = self.estimate(spectra, anchors[:, :frames], prompt, expert_spectra=expert_spectra)
+        target, _ = self.estimate(spectra, anchors[:, :frames], prompt, expert_spectra=expert_spectra, floor=floor)
         out = overlap_add(synthesis_frames(target, c.n_fft), c.hop)
         return out[:, overlap : overlap + samples]
 
@@ -325,18 +330,20 @@ class MaskNetState:
     next_frame: int = 0
     mixture_delay: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     expert_stft: StftStream | None = None  # the speech refiner's: the expert estimate's frames
+    mask_floor: Floor = 0.0  # the share of the mixture this session keeps at least (model/mask_floor.py)
 
 
 class MaskNetSeparator:
     """Offline and chunk-step streaming API of a `MaskNet` (the same shape as `EmbeddedSeparator`'s; `steps` is
     accepted and ignored: one network pass per chunk)."""
 
-    def __init__(self, model: MaskNet, text_vectors=None):
+    def __init__(self, model: MaskNet, text_vectors=None, mask_floor: Floor = 0.0):
         self.model = model.eval()
         self.config = model.config
         self.sample_rate = self.config.sample_rate
         self.chunk_samples = self.config.chunk_samples
         self.delay_samples = self.config.delay_samples
+        self.mask_floor = check_floor(mask_floor, "mask_floor")  # every session's unless init_stream gives one
         self._text_vectors = text_vectors  # callable list[str] -> [N, text_dim]; MiniLM by default
 
     def text_vectors(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -392,11 +399,20 @@ class MaskNetSeparator:
         frames = -(-(len(wav) + self.config.n_fft - self.config.hop) // self.config.hop)
         anchors = self.anchor_ids(self.anchor_list(spans), 0, frames)[None]
         vector = self.prompt_vector(prompt, example, speaker)
-        return self.model.separate_waveform(wav[None], anchors, vector)[0].numpy()
+        return self.model.separate_waveform(wav[None], anchors, vector, floor=self._floors([self.mask_floor]))[0].numpy()
+
+    def _floors(self, floors: list[Floor]) -> torch.Tensor | None:
+        """Per-row floors as shares per bin [N, bins]; None when every row keeps none (the network's own mask)."""
+        if not any(floors):
+            return None
+        c = self.config
+        return torch.stack([floor_per_bin(f, c.bins, self.sample_rate, c.n_fft) for f in floors])
 
     # -- streaming ------------------------------------------------------------------------------------------
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                    example_rate: int | None = None, speaker: np.ndarray | None = None) -> MaskNetState:
+                    example_rate: int | None = None, speaker: np.ndarray | None = None,
+                    mask_floor: Floor | None = None) -> MaskNetState:
+        """A stream for this prompt; `mask_floor` overrides the separator's for this session."""
         if prompt is None and not spans and example is None and speaker is None:
             raise PromptError("give a prompt: text, a time span, an audio example or a speaker embedding")
         if example is not None and not isinstance(example, tuple):
@@ -405,13 +421,15 @@ class MaskNetSeparator:
         return MaskNetState(prompt=self.prompt_vector(prompt, example, speaker), anchors=self.anchor_list(spans),
                             stft=StftStream(c.n_fft, c.hop, c.lookahead_frames),
                             mixture_delay=np.zeros(self.delay_samples, np.float32),
-                            expert_stft=StftStream(c.n_fft, c.hop, c.lookahead_frames) if c.expert_input else None)
+                            expert_stft=StftStream(c.n_fft, c.hop, c.lookahead_frames) if c.expert_input else None,
+                            mask_floor=check_floor(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"))
 
     def set_prompt(self, state: MaskNetState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                   example_rate: int | None = None, speaker: np.ndarray | None = None) -> None:
+                   example_rate: int | None = None, speaker: np.ndarray | None = None,
+                   mask_floor: Floor | None = None) -> None:
         """A new prompt from the next chunk on; the recurrent state carries on (the engine crossfades)."""
-        fresh = self.init_stream(prompt, spans, example, example_rate, speaker)
-        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+        fresh = self.init_stream(prompt, spans, example, example_rate, speaker, mask_floor)
+        state.prompt, state.anchors, state.mask_floor = fresh.prompt, fresh.anchors, fresh.mask_floor
 
     @torch.inference_mode()
     def stream_step(self, states: list[MaskNetState], chunk: np.ndarray, steps: int | None = None,
@@ -439,7 +457,7 @@ class MaskNetSeparator:
             expert_spectra = (torch.stack([s.expert_stft.take(c.chunk_frames) for s in group]) if c.expert_input
                               else None)
             target, network = self.model.estimate(spectra, anchors, prompt, _batch_states([s.network for s in group]),
-                                                  expert_spectra)
+                                                  expert_spectra, self._floors([s.mask_floor for s in group]))
             for row, state in enumerate(group):
                 state.network = _row_state(network, row, len(group))
                 state.next_frame += c.chunk_frames

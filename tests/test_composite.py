@@ -96,6 +96,41 @@ def test_a_class_prompt_gets_its_calibrated_mask_floor(model, speech_in_sounds):
         assert si_sdr(floored.stream_file(mixture, prompt), mixture) > 40.0
 
 
+def test_a_general_mask_network_serves_the_general_prompts_with_their_floors(model, speech_in_sounds, tmp_path):
+    """General weights of the mask-network candidates (docs/model_card.md, "The general separator: candidates") load
+    in the default model's general part, take the class floors and batch; a voice picker is refused there."""
+    import torch
+
+    from samstream.model.composite import CompositeSeparator, load_general
+    from samstream.model.errors import ModelLoadError
+    from samstream.model.masknet import MaskNet, MaskNetConfig, MaskNetSeparator, save_masknet
+
+    torch.manual_seed(0)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), tmp_path / "general.safetensors", {"task": "general"})
+    general = load_general(tmp_path / "general.safetensors", mask_floor=0.0)
+    assert isinstance(general, MaskNetSeparator)
+    composite = CompositeSeparator(general, model.voice, True, model.refiner, {"singing": 1.0, "bell": 0.3},
+                                   expert_floor=model.expert_floor)
+    assert composite.describe_state(composite.init_stream("bell"))["mask_floor"] == 0.3
+    mixture = speech_in_sounds[0][: 3 * 16000]
+    assert si_sdr(composite.stream_file(mixture, "singing"), mixture) > 40.0  # floor 1: the input as it came
+    prompts = ("dog barking", "bell", "speech")
+    states = [composite.init_stream(p) for p in prompts]
+    hop = composite.chunk_samples
+    chunks = np.zeros((-(-len(mixture) // hop)) * hop, np.float32)
+    chunks[: len(mixture)] = mixture
+    together = np.concatenate([composite.stream_step(states, np.stack([c] * 3))[:, 0]
+                               for c in chunks.reshape(-1, hop)], axis=1)
+    for row, prompt in enumerate(prompts):
+        alone = composite.stream_file(mixture, prompt)
+        delay = composite.delay_samples
+        assert snr_db(together[row, delay : delay + len(mixture) - delay], alone[: len(mixture) - delay]) > 60, prompt
+    from samstream.model.embedded import WEIGHTS_DIR
+
+    with pytest.raises(ModelLoadError, match="voice picker or a speech refiner"):
+        load_general(WEIGHTS_DIR / "voice.safetensors", mask_floor=0.0)
+
+
 def test_the_voice_picker_hears_the_stream_as_it_arrives(model, speech_in_sounds):
     """Not delayed like the general separator (the delay line's leading zeros cost the picker 2.7 dB on held-out
     overlapped pairs): the default model's output is the picker's on the level-normalised input, delayed to the

@@ -150,7 +150,7 @@ def test_mask_floor_keeps_that_share_of_the_mixture_streaming_and_offline():
 def test_band_floors_keep_the_mixture_in_their_bands_only():
     """A floor per band (FLOOR_BAND_EDGES_HZ): equal shares are one floor; a share in one band lifts the target only
     at those frequencies; streaming equals offline; a wrong number of bands is refused, naming the bands."""
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
+    from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ
 
     separator = random_separator()
     x = (0.1 * np.random.default_rng(5).standard_normal(16000)).astype(np.float32)

@@ -60,6 +60,32 @@ def test_batched_streams_equal_their_offline_runs(body, lookahead):
     assert not np.allclose(together[0], together[1])  # the prompts matter
 
 
+def test_a_mask_floor_keeps_that_share_of_the_mixture_per_stream_and_per_band():
+    """A general mask network inside the default model keeps each class's calibrated floor (model/mask_floor.py), as
+    the DiT does: the floor mixes the input back in, per stream, per band, streaming as offline."""
+    sep = separator("bandsplit", 0)
+    mixture = real_speech(2.0) + 0.3 * real_sounds(2.0)
+    bare = sep.separate_model_rate(mixture, prompt="dog barking")
+    delayed = np.concatenate([np.zeros(sep.delay_samples, np.float32), mixture])[: len(mixture)]
+    floors = [0.0, 1.0, 0.4, (1.0, 0.0, 0.0, 1.0)]
+    states = [sep.init_stream("dog barking", mask_floor=f) for f in floors]
+    together = streamed(sep, states, np.stack([mixture] * len(floors)))
+    snr = lambda a, b: 10 * np.log10(np.sum(b**2) / np.sum((a - b) ** 2))
+    assert snr(together[0], bare) > 80  # floor 0: the network's own output
+    assert snr(together[1], mixture) > 60  # floor 1: the input (realigned by the delay), whatever the network does
+    assert snr(together[2], 0.4 * mixture + 0.6 * bare) > 60  # linear in the floor (one share for every bin)
+    # per band: the input below 500 Hz and above 4 kHz, the network's output between
+    low_high = together[3] - bare
+    spectrum = np.abs(np.fft.rfft(low_high)) ** 2
+    hz = np.fft.rfftfreq(len(low_high), 1 / sep.sample_rate)
+    assert spectrum[(hz > 800) & (hz < 3500)].sum() < 0.01 * spectrum[(hz < 400) | (hz > 4500)].sum()
+    floored = MaskNetSeparator(sep.model, random_vectors, mask_floor=0.4)  # the separator's own, offline
+    assert snr(floored.separate_model_rate(mixture, prompt="dog barking"), together[2]) > 80
+    assert not np.allclose(bare, delayed, atol=1e-3)  # the network does change its input
+    with pytest.raises(ValueError, match="one share per band"):
+        sep.init_stream("dog barking", mask_floor=(0.5, 0.5))
+
+
 def test_weights_round_trip_and_a_wrong_config_is_named(tmp_path):
     sep = separator("bandsplit", 0)
     save_masknet(sep.model, tmp_path / "net.safetensors", {"task": "voice"})

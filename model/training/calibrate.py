@@ -53,7 +53,7 @@ def band_split(signal: np.ndarray, sample_rate: int) -> np.ndarray:
     """[S] -> [bands, S] by FLOOR_BAND_EDGES_HZ with an STFT: the bands sum back to the signal."""
     import torch
 
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
+    from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ
 
     window = torch.hann_window(SPLIT_FFT, dtype=torch.float64)
     spectra = torch.stft(torch.from_numpy(signal.astype(np.float64)), SPLIT_FFT, SPLIT_HOP, window=window,
@@ -123,7 +123,7 @@ def floor_runs(separator, items, progress: bool = True) -> dict[str, tuple[str, 
 
 
 def uniform(floor: float) -> np.ndarray:
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ
+    from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ
 
     return np.full(len(FLOOR_BAND_EDGES_HZ) + 1, floor)
 
@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from samstream.model.composite import EXPERT, GENERAL, GENERAL_MASK_FLOOR, file_sha256, floors_file, load_default
-    from samstream.model.embedded import FLOOR_BAND_EDGES_HZ, shipped_weights
+    from samstream.model.embedded import shipped_weights
+    from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ
     from samstream.model.errors import UserFacingError
     from samstream.model.training.evaluate import load_items
 

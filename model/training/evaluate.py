@@ -282,7 +282,7 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
                              f".safetensors with its .json beside it ({path.with_suffix('.json')} not found)")
     info = json.loads(path.with_suffix(".json").read_text())
     arch = info.get("arch", "embedded")
-    if composite and arch == "embedded" and mask_floor is None:
+    if composite and arch in ("embedded", "masknet") and info.get("task", "general") == "general" and mask_floor is None:
         from samstream.model.composite import floors_file, load_default
 
         if floors_file(path).is_file():  # calibrated for these weights: the default model as it would ship them
@@ -292,7 +292,9 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
     if arch == "masknet":
         from samstream.model.masknet import MaskNetSeparator, load_masknet
 
-        network = MaskNetSeparator(load_masknet(path))
+        # inside the default model a general mask network runs with the default model's mask floor, as the DiT does
+        general = composite and info.get("task", "general") == "general"
+        network = MaskNetSeparator(load_masknet(path), mask_floor=floor if general else 0.0)
         if network.config.expert_input and not composite:
             raise ModelLoadError(f"{path} is a speech refiner: it runs on the speech expert's estimate, inside the "
                                  "default model: evaluate it with --composite")
