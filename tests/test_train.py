@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 
 from samstream.model.errors import ModelLoadError
 from samstream.model.training.train import (Batch, TrainConfig, TrainingExample, below_mixture_db, build_model,
-                                            embedded_loss, make_batch, si_sdr, train, waveform_loss, weights_info)
+                                            embedded_loss, make_batch, masknet_loss, si_sdr, train, waveform_loss,
+                                            weights_info)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,6 +48,21 @@ def test_the_speech_refiners_loss_counts_a_wrong_level_the_others_do_not():
     _, level = waveform_loss(0.5 * target, batch, scale_invariant=False)
     assert scale_free["si_sdr"] > 70 and "snr" not in scale_free
     assert level["snr"] == pytest.approx(6.02, abs=0.01) and level["si_sdr"] > 70
+
+
+@pytest.mark.parametrize("task, level_counts", [("general", True), ("voice", False)])
+def test_a_general_mask_network_trains_on_its_level_the_voice_picker_on_si_sdr(task, level_counts):
+    """Inside the default model a general network's floors mix the mixture back in and its residual is the mixture
+    minus its estimate, so its loss counts the level (SNR, reported beside the SI-SDR); the voice picker keeps the
+    scale-invariant loss it was trained on."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    config = TrainConfig(arch="masknet", task=task, batch_size=4, seconds=0.5, model={"hidden": 32})
+    model = build_model(config)
+    batch = make_batch([ToneInNoise().sample(rng) for _ in range(4)], VECTORS, config, 8192, model.config.hop, rng)
+    with torch.no_grad():
+        _, figures = masknet_loss(model, batch, config, torch.Generator().manual_seed(1))
+    assert ("snr" in figures) is level_counts
 
 
 def test_the_calibration_term_counts_only_the_db_an_estimate_falls_below_the_mixture():
