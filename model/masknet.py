@@ -81,6 +81,11 @@ class MaskNetConfig:
         return self.chunk_frames * self.hop
 
     @property
+    def steps(self) -> int:
+        """One network pass per chunk: the engine's "fewer sampling steps" leaves a mask network as it is."""
+        return 1
+
+    @property
     def delay_samples(self) -> int:
         return (self.n_fft - self.hop) + self.lookahead_frames * self.hop
 

@@ -125,6 +125,8 @@ def test_a_general_mask_network_serves_the_general_prompts_with_their_floors(mod
         alone = composite.stream_file(mixture, prompt)
         delay = composite.delay_samples
         assert snr_db(together[row, delay : delay + len(mixture) - delay], alone[: len(mixture) - delay]) > 60, prompt
+    served, _ = stream(composite, mixture, 16000, Prompt(text="dog barking"))  # through the engine, as served
+    assert snr_db(served, composite.stream_file(mixture, "dog barking")) > 60
     from samstream.model.embedded import WEIGHTS_DIR
 
     with pytest.raises(ModelLoadError, match="voice picker or a speech refiner"):
