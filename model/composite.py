@@ -56,10 +56,11 @@ from samstream.model.anchors import Span
 from samstream.model.audio import check_sample_rate, to_mono
 from samstream.model.class_prompts import canonical
 from samstream.model.embedded import EmbeddedSeparator
-from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ, Floor, check_floor, check_share, lowest_share
 from samstream.model.errors import AudioInputError, PromptError
 from samstream.model.gender_mask import GenderMask, GenderMaskState
 from samstream.model.level import LevelNormalizer, LevelState
+from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ, Floor, check_floor, check_share, lowest_share
+from samstream.model.masknet import MaskNetSeparator, load_masknet
 from samstream.model.polyphase import polyphase_kernel, polyphase_resample
 from samstream.model.prompt_routing import PromptRouter, Route
 from samstream.model.separator import Separation
@@ -148,7 +149,7 @@ class CompositeState:
 class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
-    def __init__(self, general: EmbeddedSeparator, voice=None, speech_expert: bool = True, refiner=None,
+    def __init__(self, general: EmbeddedSeparator | MaskNetSeparator, voice=None, speech_expert: bool = True, refiner=None,
                  class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0) -> None:
         self.general = general
         # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
@@ -467,7 +468,6 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
     `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
     from samstream.model.embedded import WEIGHTS_DIR, shipped_weights
-    from samstream.model.masknet import MaskNetSeparator, load_masknet
 
     general_weights = general_weights or shipped_weights()
     general = load_general(general_weights, GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
@@ -480,13 +480,12 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
 
 
-def load_general(path: Path, mask_floor: Floor) -> EmbeddedSeparator:
+def load_general(path: Path, mask_floor: Floor) -> EmbeddedSeparator | MaskNetSeparator:
     """General separator weights of either architecture (their .json's "arch"): the DiT (model/embedded.py) or a mask
     network trained on the general task (model/masknet.py, the candidates of docs/model_card.md); both take mask
     floors and the same chunk-step streaming calls."""
     from samstream.model.embedded import load_embedded
     from samstream.model.errors import ModelLoadError
-    from samstream.model.masknet import MaskNetSeparator, load_masknet
 
     config = Path(path).with_suffix(".json")
     arch = json.loads(config.read_text()).get("arch", "embedded") if config.is_file() else "embedded"
