@@ -50,6 +50,20 @@ def test_the_speech_refiners_loss_counts_a_wrong_level_the_others_do_not():
     assert level["snr"] == pytest.approx(6.02, abs=0.01) and level["si_sdr"] > 70
 
 
+def test_the_level_term_keeps_the_si_sdr_and_counts_only_the_level():
+    """With `level_weight` the shape is scored scale-invariantly (no hedging towards silence, as SNR allows) and a
+    wrong level costs its dB times the weight: half the level, 6 dB."""
+    target = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    batch = Batch(mixture=2 * target, target=target, **{name: None for name in Batch.__dataclass_fields__
+                                                        if name not in ("mixture", "target")})
+    guess = target + 0.3 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(1))  # 0.4 dB too loud
+    exact, at_level = waveform_loss(guess, batch, level_weight=0.5)
+    half, figures = waveform_loss(0.5 * guess, batch, level_weight=0.5)
+    assert figures["si_sdr"] == pytest.approx(at_level["si_sdr"], abs=1e-3) and "snr" not in figures
+    assert figures["level_db"] == pytest.approx(6.02 - at_level["level_db"], abs=0.01)
+    assert float(half - exact) == pytest.approx(0.5 * (figures["level_db"] - at_level["level_db"]), abs=0.01)
+
+
 @pytest.mark.parametrize("task, level_counts", [("general", True), ("voice", False)])
 def test_a_general_mask_network_trains_on_its_level_the_voice_picker_on_si_sdr(task, level_counts):
     """Inside the default model a general network's floors mix the mixture back in and its residual is the mixture
@@ -63,6 +77,10 @@ def test_a_general_mask_network_trains_on_its_level_the_voice_picker_on_si_sdr(t
     with torch.no_grad():
         _, figures = masknet_loss(model, batch, config, torch.Generator().manual_seed(1))
     assert ("snr" in figures) is level_counts
+    config.level_weight = 0.1
+    with torch.no_grad():
+        _, figures = masknet_loss(model, batch, config, torch.Generator().manual_seed(1))
+    assert "snr" not in figures and ("level_db" in figures)
 
 
 def test_the_calibration_term_counts_only_the_db_an_estimate_falls_below_the_mixture():

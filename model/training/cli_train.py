@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worse-weight", type=float,
                         help="weight of the calibration term that penalises estimates worse than the "
                              "mixture itself (per dB)")
+    parser.add_argument("--level-weight", type=float,
+                        help="mask networks: train on SI-SDR + this x the output's level error (dB) instead of a "
+                             "general network's SNR (default 0: SNR)")
     parser.add_argument("--t0-probability", type=float, help="share of examples trained at t = 0 (1-step regime)")
     parser.add_argument("--warmup", type=int, help="learning-rate warm-up steps")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
@@ -128,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     values = json.loads(saved.read_text()) if saved.is_file() else {}
     overrides = {"arch": args.arch, "task": args.task, "steps": args.steps, "batch_size": args.batch_size, "seconds": args.seconds,
                  "lr": args.lr, "sisdr_weight": args.sisdr_weight,
-                 "worse_weight": args.worse_weight, "t0_probability": args.t0_probability,
+                 "worse_weight": args.worse_weight, "level_weight": args.level_weight,
+                 "t0_probability": args.t0_probability,
                  "warmup": args.warmup, "device": args.device, "threads": args.threads, "workers": args.workers,
                  "amp": args.amp, "model": resumed_model_config(args, values.get("model")),
                  "snapshot_every_cpu_minutes": args.snapshot_every_cpu_minutes,

@@ -109,6 +109,9 @@ class TrainConfig:
     sisdr_weight: float = 0.1  # per dB, against the x1 MSE (~1 at the start)
     t0_probability: float = 0.5
     worse_weight: float = 0.0  # weight of the "worse than the mixture" calibration term (per dB)
+    # > 0 (mask networks): -SI-SDR + level_weight x |output level - target level| (dB) instead of a general
+    # network's -SNR: the shape scale-invariant, as the voice picker's, the level still right for the floors
+    level_weight: float = 0.0
     example_probability: float = 0.25  # use the example clip as a prompt (when the example has one)
     text_drop_probability: float = 0.1  # with an example clip, drop the text
     span_probability: float = 0.15
@@ -358,15 +361,19 @@ def masknet_loss(model: MaskNet, batch: Batch, config: TrainConfig, generator: t
     # estimate's level must be right, which SI-SDR does not ask for: trained on SI-SDR, the speech refiner's output
     # sat 4-7 dB below the target, and a general band-split network's ~40 dB below its input (pushed down by the
     # negative queries' leak term), so that a floor of 0.15 returned the mixture. The voice picker keeps the
-    # SI-SDR it was trained on (its output sits 1-4 dB below the target: docs/model_card.md).
-    return waveform_loss(estimate, batch, config.worse_weight, scale_invariant=config.task == "voice")
+    # SI-SDR it was trained on (its output sits 1-4 dB below the target: docs/model_card.md). SNR lets a network
+    # hedge (an output near silence scores ~0 dB where a wrong guess scores below), so a general network may instead
+    # keep the SI-SDR and learn its level from a term of its own (`level_weight`).
+    scale_invariant = config.task == "voice" or config.level_weight > 0
+    return waveform_loss(estimate, batch, config.worse_weight, scale_invariant, config.level_weight)
 
 
-def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.0, scale_invariant: bool = True):
-    """-SI-SDR (or -SNR: `scale_invariant` False) on rows with an audible target, + `worse_weight` x how far (dB) an
-    estimate falls below the mixture itself (a calibration term: where the network cannot find the target, passing
-    the mixture through costs nothing and guessing wrong costs twice), + 0.1 x the output energy of negative
-    queries."""
+def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.0, scale_invariant: bool = True,
+                  level_weight: float = 0.0):
+    """-SI-SDR (or -SNR: `scale_invariant` False) on rows with an audible target, + `level_weight` x the dB by which
+    the estimate's level misses the target's, + `worse_weight` x how far (dB) an estimate falls below the mixture
+    itself (a calibration term: where the network cannot find the target, passing the mixture through costs nothing
+    and guessing wrong costs twice), + 0.1 x the output energy of negative queries."""
     rows = sisdr_rows(batch.target, batch.mixture)
     score = (si_sdr if scale_invariant else snr)(estimate, batch.target)[rows]
     objective = score.mean() if len(score) else estimate.new_zeros(())
@@ -374,12 +381,17 @@ def waveform_loss(estimate: torch.Tensor, batch: Batch, worse_weight: float = 0.
     if not scale_invariant:  # the SI-SDR is still reported beside the SNR the loss uses
         figures["snr"] = objective.item()
         sisdr = si_sdr(estimate, batch.target)[rows].mean() if len(score) else objective
+    level = estimate.new_zeros(())
+    if level_weight and len(score):
+        level = (10 * torch.log10((estimate[rows].pow(2).sum(-1) + 1e-8) / (batch.target[rows].pow(2).sum(-1) + 1e-8))
+                 ).abs().mean()
+        figures["level_db"] = level.item()
     worse = below_mixture_db(score, batch.mixture[rows], batch.target[rows], worse_weight)
     # a negative query's target is silence: penalise output energy relative to the mixture
     silent = ~rows
     leak = (10 * torch.log10(estimate[silent].pow(2).sum(-1) / (batch.mixture[silent].pow(2).sum(-1) + 1e-8) + 1e-4)
             ).mean() if bool(silent.any()) else estimate.new_zeros(())
-    loss = -objective + worse_weight * worse + 0.1 * leak
+    loss = -objective + level_weight * level + worse_weight * worse + 0.1 * leak
     return loss, {"loss": loss.item(), "si_sdr": sisdr.item(), "worse_db": worse.item(), **figures}
 
 
