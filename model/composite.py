@@ -11,7 +11,9 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
   the expert's estimate;
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip (or, blended into the pitch mask's, by a gender's wording);
-- the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class.
+- the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class;
+  where a second general network is shipped (model/masknet.py, `ALTERNATE_WEIGHTS`), it serves the classes whose
+  calibration items it separated better (`samstream calibrate --versus`), one network per stream.
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
@@ -78,6 +80,9 @@ GENERAL_MASK_FLOOR = 0.15
 # one share for every frequency or one per band (prompts that match no class, spans and audio examples keep
 # GENERAL_MASK_FLOOR), and the speech expert's estimate keeps one share of the mixture for every speech prompt.
 FLOORS_FILE = "floors.json"
+# A second general network beside the shipped one, when model/weights/ holds it: its floors file (`floors_file`)
+# lists the classes it serves ("serves"), those whose calibration items it separated better than the first network.
+ALTERNATE_WEIGHTS = "general_alt.safetensors"
 
 
 class DelayLine:
@@ -143,6 +148,8 @@ class CompositeState:
     # out): primes a new branch
     level: LevelState = field(default_factory=LevelState)
     expert: SharedExpert | None = None
+    network: str | None = None  # on the general branch, which general network serves it: "general" or "alternate"
+    # (a name, not the network: a prompt change deep-copies the state)
     hops: int = 0
 
 
@@ -150,11 +157,20 @@ class CompositeSeparator:
     """The default model's `Separator` and chunk-step streaming API (the engine's block-causal regime drives it)."""
 
     def __init__(self, general: EmbeddedSeparator | MaskNetSeparator, voice=None, speech_expert: bool = True, refiner=None,
-                 class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0) -> None:
+                 class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0,
+                 alternate: EmbeddedSeparator | MaskNetSeparator | None = None,
+                 alternate_floors: dict[str, Floor] | None = None) -> None:
         self.general = general
         # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
         self.class_floors = {name: check_floor(floor, f"the mask floor of {name!r}")
                              for name, floor in (class_floors or {}).items()}
+        # a second general network and the classes it serves, with its own floors for them
+        self.alternate = alternate
+        self.alternate_floors = {name: check_floor(floor, f"the alternate's mask floor of {name!r}")
+                                 for name, floor in (alternate_floors or {}).items()} if alternate is not None else {}
+        if alternate is not None and (alternate.chunk_samples, alternate.delay_samples, alternate.sample_rate) != (
+                general.chunk_samples, general.delay_samples, general.sample_rate):
+            raise ValueError("the two general networks must step the same hop with the same delay and rate")
         # the share of the mixture the expert's own estimate keeps (target = speech + floor * (mixture - speech)):
         # one for every speech prompt, as the expert's estimate does not depend on the prompt
         self.expert_floor = check_share(expert_floor, "expert_floor")
@@ -225,18 +241,21 @@ class CompositeSeparator:
         it matched no class."""
         return canonical(route.target_class) if route.target_class is not None else prompt
 
-    def general_floor(self, route: Route, spans: Sequence[Span], example) -> Floor:
-        """The general separator's mask floor for a prompt: the calibrated floor of the class a text prompt was
-        matched to (docs/model_card.md, "Never confidently wrong"), else the separator's own (spans and examples
-        were not calibrated)."""
+    def general_for(self, route: Route, spans: Sequence[Span], example) -> tuple[str, Floor]:
+        """Which general network serves a prompt ("general" or "alternate", the attribute holding it) and its mask
+        floor there: the calibrated floor of the class a text prompt was matched to (docs/model_card.md, "Never
+        confidently wrong"), from the alternate network where it serves that class; else the first network with its
+        own floor (spans and examples were not calibrated)."""
         if route.target_class is None or spans or example is not None:
-            return self.general.mask_floor
-        return self.class_floors.get(route.target_class, self.general.mask_floor)
+            return "general", self.general.mask_floor
+        if route.target_class in self.alternate_floors:
+            return "alternate", self.alternate_floors[route.target_class]
+        return "general", self.class_floors.get(route.target_class, self.general.mask_floor)
 
     def _branch_state(self, branch: str, route: Route, prompt, spans, example):
         if branch == GENERAL:
-            return self.general.init_stream(self.general_text(route, prompt), spans, example,
-                                            mask_floor=self.general_floor(route, spans, example))
+            network, floor = self.general_for(route, spans, example)
+            return getattr(self, network).init_stream(self.general_text(route, prompt), spans, example, mask_floor=floor)
         if branch == VOICE:
             # The picker's prompt: the enrollment clip's speaker embedding, and the gender's canonical wording when
             # the text beside the clip names one.
@@ -285,6 +304,7 @@ class CompositeSeparator:
         return CompositeState(
             branch=branch, route=route,
             branch_state=self._branch_state(branch, route, prompt, spans, example),
+            network=self.general_for(route, spans, example)[0] if branch == GENERAL else None,
             align=self._align(branch, route),
             mixture_in=DelayLine(self.expert_delay),
             mixture_out=DelayLine(self.delay_samples),
@@ -305,15 +325,17 @@ class CompositeSeparator:
         if example is not None and not isinstance(example, tuple):
             example = (example, example_rate or self.sample_rate)
         branch, route = self.plan(prompt, spans, example)
-        if branch == state.branch == GENERAL:
+        network, floor = self.general_for(route, spans, example) if branch == GENERAL else (None, None)
+        if branch == state.branch == GENERAL and network == state.network:
             # The general separator's own context (cached keys/values, recurrent state) carries on; the session
             # crossfades from the old separation meanwhile.
-            self.general.set_prompt(state.branch_state, self.general_text(route, prompt), spans, example,
-                                    mask_floor=self.general_floor(route, spans, example))
+            getattr(self, network).set_prompt(state.branch_state, self.general_text(route, prompt), spans, example,
+                                              mask_floor=floor)
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
             state.align = self._align(branch, route)
             state.branch = branch
+            state.network = network
             state.route = route
             for hop in state.history:  # start the new branch in step with the stream
                 self._run_branch([state], [self._branch_input(state, *hop)], None)
@@ -359,7 +381,8 @@ class CompositeSeparator:
         elif branch == VOICE:
             out = self.voice.stream_step([s.branch_state for s in states], np.stack(inputs))[:, 0]
         else:
-            out = self.general.stream_step([s.branch_state for s in states], np.stack(inputs), steps)[:, 0]
+            network = getattr(self, states[0].network)
+            out = network.stream_step([s.branch_state for s in states], np.stack(inputs), steps)[:, 0]
         return np.stack([s.align(row) for s, row in zip(states, out)])
 
     @torch.inference_mode()
@@ -382,7 +405,8 @@ class CompositeSeparator:
             state.hops += 1
             state.history.append((normalized, mixture, speech, taken_out))
             inputs[i] = self._branch_input(state, normalized, mixture, speech, taken_out)
-            groups.setdefault((state.branch, type(state.branch_state)), []).append(i)  # one batched call per kind
+            # one batched call per kind (and per general network)
+            groups.setdefault((state.branch, type(state.branch_state), state.network), []).append(i)
         targets = np.empty_like(chunk)
         for rows in groups.values():
             targets[rows] = self._run_branch([states[i] for i in rows], [inputs[i] for i in rows], steps)
@@ -444,7 +468,7 @@ class CompositeSeparator:
     def understand(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> dict:
         """`describe_state` of a stream this prompt would open, without opening one."""
         branch, route = self.plan(prompt, spans, example)
-        return self._understood(branch, route, self.general_floor(route, spans, example) if branch == GENERAL else None)
+        return self._understood(branch, route, self.general_for(route, spans, example)[1] if branch == GENERAL else None)
 
     def _understood(self, branch: str, route: Route, general_floor: Floor | None) -> dict:
         floor = self.expert_floor if branch == EXPERT and self.refiner is None else general_floor
@@ -466,9 +490,16 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     `general_weights` puts other general weights (a training snapshot) in place of the shipped ones.
     The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`, from
     `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
-    `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none."""
+    `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none.
+    With the shipped general weights and their floors, a shipped second general network (ALTERNATE_WEIGHTS) serves
+    the classes its floors file lists."""
     from samstream.model.embedded import WEIGHTS_DIR, shipped_weights
 
+    alternate, alternate_floors = None, {}
+    alternate_weights = WEIGHTS_DIR / ALTERNATE_WEIGHTS
+    if general_weights is None and mask_floor is None and alternate_weights.is_file():
+        alternate = load_general(alternate_weights, GENERAL_MASK_FLOOR)
+        alternate_floors = load_served_floors(floors_file(alternate_weights))
     general_weights = general_weights or shipped_weights()
     general = load_general(general_weights, GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
@@ -477,7 +508,8 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
         if speech_expert and path.is_file():
             parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
     floors, expert_floor = load_floors(floors_file(general_weights)) if mask_floor is None else ({}, 0.0)
-    return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor)
+    return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor,
+                              alternate, alternate_floors)
 
 
 def load_general(path: Path, mask_floor: Floor) -> EmbeddedSeparator | MaskNetSeparator:
@@ -528,6 +560,19 @@ def load_floors(path: Path) -> tuple[dict[str, Floor], float]:
                              f"code's {list(FLOOR_BAND_EDGES_HZ)}: run `samstream calibrate` again")
     floors = {name: tuple(floor) if isinstance(floor, list) else float(floor) for name, floor in table["floors"].items()}
     return floors, float(table["expert_floor"])
+
+
+def load_served_floors(path: Path) -> dict[str, Floor]:
+    """A second general network's floors for the classes it serves (the "serves" list `samstream calibrate
+    --versus` writes into its floors file): the classes whose calibration items it separated better."""
+    from samstream.model.errors import ModelLoadError
+
+    floors, _ = load_floors(path)
+    served = json.loads(path.read_text()).get("serves") if path.is_file() else None
+    if not served:
+        raise ModelLoadError(f"{path} lists no classes for the second general network to serve: run `samstream "
+                             "calibrate --general WEIGHTS --versus FLOORS` to choose them, or remove those weights")
+    return {name: floors[name] for name in served}
 
 
 def file_sha256(path) -> str:

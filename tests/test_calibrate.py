@@ -11,7 +11,7 @@ from fixtures.real_audio import at_snr, real_sounds, real_speech
 from samstream.clients.cli import main
 from samstream.model.composite import load_default
 from samstream.model.embedded import shipped_weights
-from samstream.model.training.calibrate import GRID, MIN_BAND_GAIN_DB, set_floor
+from samstream.model.training.calibrate import GRID, MIN_BAND_GAIN_DB, VERSUS_MARGIN_DB, better_classes, set_floor
 from samstream.model.training.evaluate import composite_estimator, evaluate, load_items
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,9 +84,15 @@ def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(c
     snapshot.parent.mkdir()
     shutil.copy(shipped_weights(), snapshot)
     shutil.copy(shipped_weights().with_suffix(".json"), snapshot.with_suffix(".json"))
-    assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--json"]) == 0
+    # --versus: the classes the snapshot separates better than another network (scores made up here) on the same items
+    versus = {"bell": {"n": 1, "directories": [str(calibration_dir)], "si_sdri_db": -50.0},
+              "phone ringing": {"n": 1, "directories": [str(calibration_dir)], "si_sdri_db": 50.0}}
+    (tmp_path / "versus.json").write_text(json.dumps({"calibration": {"per_class": versus}}))
+    assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--versus", str(tmp_path / "versus.json"),
+                 "--json"]) == 0
     table = last_json(capsys)
     assert table["out"] == str(snapshot.with_suffix(".floors.json")) and table["general_weights"] == snapshot.name
+    assert table["serves"] == ["bell"]
     # `samstream eval --composite` finds them: each class scores what calibration found at its floors
     assert main(["eval", str(calibration_dir), "--model", str(snapshot), "--composite", "--json"]) == 0
     scored = last_json(capsys)["per_class"]
@@ -101,6 +107,18 @@ def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(c
     assert last_json(capsys)["per_class"]["bell"]["si_sdri_db"] == pytest.approx(bell, abs=0.01)
     assert main(["calibrate", str(calibration_dir), "--general", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors not found" in capsys.readouterr().err
+
+
+def test_a_second_network_serves_only_classes_it_separated_better_on_the_same_items():
+    ours = {"bell": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 2.0},
+            "water": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0},
+            "siren": {"n": 20, "directories": ["a"], "si_sdri_db": 9.0},
+            "typing": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 3.0}}
+    theirs = {"bell": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0},
+              "water": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0 - VERSUS_MARGIN_DB / 2},
+              "siren": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 0.0},  # other items: not compared
+              "typing": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 9.0}}
+    assert better_classes(ours, theirs) == ["bell"]
 
 
 def test_floors_of_other_weights_are_refused(tmp_path):

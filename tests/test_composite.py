@@ -133,6 +133,65 @@ def test_a_general_mask_network_serves_the_general_prompts_with_their_floors(mod
         load_general(WEIGHTS_DIR / "voice.safetensors", mask_floor=0.0)
 
 
+def test_a_second_general_network_serves_its_classes_and_the_first_the_rest(model, speech_in_sounds, tmp_path):
+    """With a second general network (`alternate`), a class it serves streams through it at its floor, every other
+    prompt through the first; streams on the two batch, and a prompt change from one to the other is in step."""
+    import torch
+
+    from samstream.model.composite import CompositeSeparator, load_general
+    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
+
+    # the shipped default model holds one: its floors file names the classes it serves
+    assert model.alternate is not None and "drums" in model.alternate_floors
+    assert model.general_for(model.router.route("drums"), (), None) == ("alternate", model.alternate_floors["drums"])
+    assert model.general_for(model.router.route("dog barking"), (), None)[0] == "general"
+    torch.manual_seed(0)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), tmp_path / "alt.safetensors", {"task": "general"})
+    alternate = load_general(tmp_path / "alt.safetensors", mask_floor=0.15)
+    both = CompositeSeparator(model.general, model.voice, True, model.refiner, model.class_floors, model.expert_floor,
+                              alternate, {"bell": 0.3})
+    alone = CompositeSeparator(alternate, model.voice, True, model.refiner, {"bell": 0.3}, model.expert_floor)
+    assert both.understand("bell")["mask_floor"] == both.describe_state(both.init_stream("bell"))["mask_floor"] == 0.3
+    assert both.understand("dog barking") == model.understand("dog barking")
+    mixture = speech_in_sounds[0][: 3 * 16000]
+    bell = both.stream_file(mixture, "bell")
+    assert snr_db(bell, alone.stream_file(mixture, "bell")) > 60
+    assert snr_db(both.stream_file(mixture, "dog barking"), model.stream_file(mixture, "dog barking")) > 60
+    assert snr_db(bell, model.stream_file(mixture, "bell")) < 30  # the two networks differ
+    prompts = ("bell", "dog barking", "speech")
+    states = [both.init_stream(p) for p in prompts]
+    hop = both.chunk_samples
+    chunks = np.zeros((-(-len(mixture) // hop)) * hop, np.float32)
+    chunks[: len(mixture)] = mixture
+    together = np.concatenate([both.stream_step(states, np.stack([c] * 3))[:, 0] for c in chunks.reshape(-1, hop)],
+                              axis=1)
+    delay = both.delay_samples
+    for row, prompt in enumerate(prompts):
+        assert snr_db(together[row, delay:delay + len(mixture) - delay],
+                      both.stream_file(mixture, prompt)[: len(mixture) - delay]) > 60, prompt
+    # in step at once; the band-split network's recurrent state, primed on the last hops only, washes out
+    after, expected = switched_and_reference(both, speech_in_sounds[0], "dog barking", "bell")
+    assert snr_db(after[:1600], expected[:1600]) > 40 and snr_db(after[-1600:], expected[-1600:]) > 80
+    served, _ = stream(both, mixture, 16000, Prompt(text="bell"))  # through the engine, as served
+    assert snr_db(served, bell) > 60
+
+
+def test_a_second_general_network_without_chosen_classes_is_refused(tmp_path):
+    import json
+
+    from samstream.model.composite import file_sha256, load_served_floors
+    from samstream.model.errors import ModelLoadError
+
+    (tmp_path / "alt.safetensors").write_bytes(b"weights")
+    table = {"general_weights": "alt.safetensors", "general_weights_sha256": file_sha256(tmp_path / "alt.safetensors"),
+             "floors": {"bell": 0.3, "water": [0.1, 0.2, 0.3, 0.4]}, "expert_floor": 0.0}
+    (tmp_path / "alt.floors.json").write_text(json.dumps(table))
+    with pytest.raises(ModelLoadError, match="lists no classes"):
+        load_served_floors(tmp_path / "alt.floors.json")
+    (tmp_path / "alt.floors.json").write_text(json.dumps({**table, "serves": ["water"]}))
+    assert load_served_floors(tmp_path / "alt.floors.json") == {"water": (0.1, 0.2, 0.3, 0.4)}
+
+
 def test_the_voice_picker_hears_the_stream_as_it_arrives(model, speech_in_sounds):
     """Not delayed like the general separator (the delay line's leading zeros cost the picker 2.7 dB on held-out
     overlapped pairs): the default model's output is the picker's on the level-normalised input, delayed to the

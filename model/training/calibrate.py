@@ -37,6 +37,7 @@ from samstream.model.training.evaluate import add_threads_argument
 GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 MIN_BAND_GAIN_DB = 0.1  # per-band floors must beat the class's one floor by this much on its calibration items
 BAND_SWEEPS = 3
+VERSUS_MARGIN_DB = 0.1  # a second general network serves a class it separates better than the first by this much
 SPLIT_FFT, SPLIT_HOP = 512, 128
 
 
@@ -174,6 +175,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
     parser.add_argument("--classes", type=lambda text: set(text.split(",")),
                         help="recalibrate only these classes, comma-separated; the others keep their floors in --out")
+    parser.add_argument("--versus", type=Path,
+                        help="the floors file of the shipped general network (model/weights/floors.json): the weights "
+                             "calibrated here become a second general network for the classes they separate better "
+                             f"on the same sets (by >= {VERSUS_MARGIN_DB} dB), listed as \"serves\" in --out")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -216,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
              "floors": {cls: row["floor"] for cls, row in general.items()},
              "expert_floor": expert["floor"] if expert else 0.0,
              "calibration": {"grid": list(GRID), "per_class": general, "expert": expert}}
+    if args.versus:
+        table["serves"] = better_classes(general, json.loads(args.versus.read_text())["calibration"]["per_class"])
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{'class':>16}  {'n':>3}  floor{'':18}  SI-SDRi at it / one floor / no floor / {GENERAL_MASK_FLOOR}")
     for cls, row in [*general.items(), *([("(speech expert)", expert)] if expert else [])]:
@@ -223,10 +230,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cls:>16}  {row['n']:>3}  {' '.join(f'{f:.2f}' for f in floor):23}  {row['si_sdri_db']:+6.2f} / "
               f"{row.get('si_sdri_db_one_floor', row['si_sdri_db']):+6.2f} / {row['si_sdri_db_no_floor']:+6.2f} / "
               f"{row['si_sdri_db_default_floor']:+6.2f}")
+    if args.versus:
+        print(f"serves (better than {args.versus} on the same items): {', '.join(table['serves']) or 'no class'}")
     print(f"wrote {out}")
     if args.json:
         print(json.dumps({"out": str(out), **table}))
     return 0
+
+
+def better_classes(calibrated: dict, versus: dict) -> list[str]:
+    """The classes whose calibration items (the same sets, the same count) these weights separated better than the
+    other network's at their own floors, by at least VERSUS_MARGIN_DB."""
+    same = [cls for cls, row in calibrated.items() if cls in versus
+            and (row["directories"], row["n"]) == (versus[cls].get("directories"), versus[cls]["n"])]
+    return sorted(cls for cls in same if calibrated[cls]["si_sdri_db"] >= versus[cls]["si_sdri_db"] + VERSUS_MARGIN_DB)
 
 
 def kept_calibration(path: Path, sha256: str) -> dict:
