@@ -3,10 +3,10 @@
 The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt that
 reaches it: "speech" (the speech expert), "woman speaking" (the expert and its pitch mask), an enrollment clip (the
 voice picker; 3 s of noise: the cost does not depend on the voice), "dog barking" (the general separator, after
-the expert) and "drums" (the second general network, where one is shipped and serves that class). `rtf` = compute time of the chunk
-steps / duration of the audio they advance, per stream (with `--sessions` N, one batched step advances N streams);
-the headline `rtf` is the slowest part's. Latency: the fixed latency of a session at 16 kHz and at 48 kHz (the
-engine's resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
+the expert) and "drums" (the second general network, where one is shipped and serves that class). `rtf` = compute
+time of the chunk steps / duration of the audio they advance, per stream (with `--sessions` N, one batched step
+advances N streams); the headline `rtf` is the slowest part's. Latency: the fixed latency of a session at 16 kHz
+and at 48 kHz (the engine's resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
 `--model FILE` measures an embedded-network weights file alone, as before the composite.
 """
 
@@ -32,7 +32,9 @@ def reaches(separator, part: str, branch: str, kwargs: dict) -> bool:
     """Whether this prompt reaches the part here (no voice picker shipped, no expert, no second general network)."""
     if separator.plan(kwargs.get("prompt"), example=kwargs.get("example"))[0] != branch:
         return False
-    return part != "second_general" or separator.general_for(separator.router.route(kwargs["prompt"]), (), None)[0] == "alternate"
+    if part != "second_general":
+        return True
+    return separator.general_for(separator.router.route(kwargs["prompt"]), (), None)[0] == "alternate"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
