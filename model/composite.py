@@ -567,8 +567,11 @@ def load_served_floors(path: Path) -> dict[str, Floor]:
     --versus` writes into its floors file): the classes whose calibration items it separated better."""
     from samstream.model.errors import ModelLoadError
 
+    if not path.is_file():
+        raise ModelLoadError(f"{path} not found: a second general network needs its floors file (`samstream calibrate "
+                             "--general WEIGHTS --versus FLOORS` writes it), or remove those weights")
     floors, _ = load_floors(path)
-    served = json.loads(path.read_text()).get("serves") if path.is_file() else None
+    served = json.loads(path.read_text()).get("serves")
     if not served:
         raise ModelLoadError(f"{path} lists no classes for the second general network to serve: run `samstream "
                              "calibrate --general WEIGHTS --versus FLOORS` to choose them, or remove those weights")

@@ -183,6 +183,8 @@ def test_a_second_general_network_without_chosen_classes_is_refused(tmp_path):
     from samstream.model.errors import ModelLoadError
 
     (tmp_path / "alt.safetensors").write_bytes(b"weights")
+    with pytest.raises(ModelLoadError, match="needs its floors file"):
+        load_served_floors(tmp_path / "alt.floors.json")
     table = {"general_weights": "alt.safetensors", "general_weights_sha256": file_sha256(tmp_path / "alt.safetensors"),
              "floors": {"bell": 0.3, "water": [0.1, 0.2, 0.3, 0.4]}, "expert_floor": 0.0}
     (tmp_path / "alt.floors.json").write_text(json.dumps(table))
