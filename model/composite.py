@@ -12,8 +12,8 @@ Parts (docs/model_card.md says which serves what, and why, by measurement):
 - the voice picker (model/masknet.py with a GE2E speaker embedding, model/speaker_encoder.py): one voice out of
   the mixture, named by an enrollment clip (or, blended into the pitch mask's, by a gender's wording);
 - the general separator (model/embedded.py): any other text, a span, an audio example beside a non-speech class;
-  where a second general network is shipped (model/masknet.py, `ALTERNATE_WEIGHTS`), it serves the classes whose
-  calibration items it separated better (`samstream calibrate --versus`), one network per stream.
+  where more general networks are shipped (an ensemble file, `ENSEMBLE_FILE`), a class may be served by a weighted
+  blend of their outputs, calibrated on held-out items (`samstream calibrate --ensemble`).
 
 Branches, chosen by the prompt (model/prompt_routing.py matches text to the nearest class wording):
 - "expert": speech classes ("speech", "a person talking", "una persona hablando", ...): the expert's estimate,
@@ -80,9 +80,31 @@ GENERAL_MASK_FLOOR = 0.15
 # one share for every frequency or one per band (prompts that match no class, spans and audio examples keep
 # GENERAL_MASK_FLOOR), and the speech expert's estimate keeps one share of the mixture for every speech prompt.
 FLOORS_FILE = "floors.json"
-# A second general network beside the shipped one, when model/weights/ holds it: its floors file (`floors_file`)
-# lists the classes it serves ("serves"), those whose calibration items it separated better than the first network.
-ALTERNATE_WEIGHTS = "general_alt.safetensors"
+# More general networks beside the shipped one, when model/weights/ holds an ensemble file: the networks it names
+# (weights files beside it) and, for the classes it lists, a blend of the networks' outputs (`Blend`) at one floor,
+# chosen on calibration items (`samstream calibrate --ensemble`). Networks trained differently fail on different
+# items: a blend of two or three separated some classes' items better than any one of them (docs/model_card.md,
+# "General networks blended").
+ENSEMBLE_FILE = "ensemble.json"
+FIRST_NETWORK = "general"  # the shipped general weights' name in a blend
+
+
+@dataclass(frozen=True)
+class Blend:
+    """How the general branch serves a prompt: general networks by name with the weight of each one's output (they
+    sum to 1) and the mask floor every one of them keeps. The networks' outputs are masks of the same input, so the
+    blend is one mask: the weighted mean of theirs."""
+
+    weights: tuple[tuple[str, float], ...]
+    floor: Floor
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.weights)
+
+    @classmethod
+    def alone(cls, floor: Floor) -> "Blend":
+        return cls(((FIRST_NETWORK, 1.0),), floor)
 
 
 class DelayLine:
@@ -138,8 +160,8 @@ class CompositeState:
 
     branch: str  # EXPERT, VOICE or GENERAL
     route: Route
-    branch_state: Any  # the branch's stream state: the general separator's, the voice picker's, the speech
-    # refiner's or the pitch mask's (PitchMaskedExpert); None for the expert's estimate as it is
+    branch_state: Any  # the branch's stream state: the general networks' (a list, in the blend's order), the voice
+    # picker's, the speech refiner's or the pitch mask's (PitchMaskedExpert); None for the expert's estimate as it is
     align: DelayLine  # the branch output, delayed to the model's delay
     mixture_in: DelayLine  # normalised mixture, delayed to line up with the speech estimate
     mixture_out: DelayLine  # the raw mixture, delayed by the model's delay (residual = it − target)
@@ -148,8 +170,8 @@ class CompositeState:
     # out): primes a new branch
     level: LevelState = field(default_factory=LevelState)
     expert: SharedExpert | None = None
-    network: str | None = None  # on the general branch, which general network serves it: "general" or "alternate"
-    # (a name, not the network: a prompt change deep-copies the state)
+    blend: Blend | None = None  # on the general branch, the general networks serving it (by name: a prompt change
+    # deep-copies the state)
     hops: int = 0
 
 
@@ -158,19 +180,20 @@ class CompositeSeparator:
 
     def __init__(self, general: EmbeddedSeparator | MaskNetSeparator, voice=None, speech_expert: bool = True, refiner=None,
                  class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0,
-                 alternate: EmbeddedSeparator | MaskNetSeparator | None = None,
-                 alternate_floors: dict[str, Floor] | None = None) -> None:
+                 others: dict[str, EmbeddedSeparator | MaskNetSeparator] | None = None,
+                 blends: dict[str, Blend] | None = None) -> None:
         self.general = general
         # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
         self.class_floors = {name: check_floor(floor, f"the mask floor of {name!r}")
                              for name, floor in (class_floors or {}).items()}
-        # a second general network and the classes it serves, with its own floors for them
-        self.alternate = alternate
-        self.alternate_floors = {name: check_floor(floor, f"the alternate's mask floor of {name!r}")
-                                 for name, floor in (alternate_floors or {}).items()} if alternate is not None else {}
-        if alternate is not None and (alternate.chunk_samples, alternate.delay_samples, alternate.sample_rate) != (
-                general.chunk_samples, general.delay_samples, general.sample_rate):
-            raise ValueError("the two general networks must step the same hop with the same delay and rate")
+        # more general networks by name, and the classes served by a blend of them (`Blend`)
+        self.networks = {FIRST_NETWORK: general, **(others or {})}
+        for name, network in self.networks.items():
+            if (network.chunk_samples, network.delay_samples, network.sample_rate) != (
+                    general.chunk_samples, general.delay_samples, general.sample_rate):
+                raise ValueError(f"the general network {name!r} must step the same hop with the same delay and rate "
+                                 "as the first")
+        self.blends = {name: check_blend(blend, self.networks, name) for name, blend in (blends or {}).items()}
         # the share of the mixture the expert's own estimate keeps (target = speech + floor * (mixture - speech)):
         # one for every speech prompt, as the expert's estimate does not depend on the prompt
         self.expert_floor = check_share(expert_floor, "expert_floor")
@@ -209,6 +232,10 @@ class CompositeSeparator:
         self._history_hops = math.ceil(self.delay_samples / self.chunk_samples) + 2  # covers an undelayed branch
         self._embeddings: dict[bytes, np.ndarray] = {}  # enrollment clip digest -> speaker embedding
 
+    def other_networks(self) -> dict:
+        """The general networks beside the first, by name (as the constructor takes them)."""
+        return {name: network for name, network in self.networks.items() if name != FIRST_NETWORK}
+
     def _expert_branch_delay(self, gendered: bool) -> int:
         if self.refiner is not None:
             return self.refiner.delay_samples
@@ -241,21 +268,22 @@ class CompositeSeparator:
         it matched no class."""
         return canonical(route.target_class) if route.target_class is not None else prompt
 
-    def general_for(self, route: Route, spans: Sequence[Span], example) -> tuple[str, Floor]:
-        """Which general network serves a prompt ("general" or "alternate", the attribute holding it) and its mask
-        floor there: the calibrated floor of the class a text prompt was matched to (docs/model_card.md, "Never
-        confidently wrong"), from the alternate network where it serves that class; else the first network with its
-        own floor (spans and examples were not calibrated)."""
+    def general_for(self, route: Route, spans: Sequence[Span], example) -> Blend:
+        """The general networks serving a prompt and their mask floor: the calibrated blend of the class a text
+        prompt was matched to where the ensemble has one, else the first network at the class's calibrated floor
+        (docs/model_card.md, "Never confidently wrong"), or at its own floor for spans, examples and wordings that
+        match no class (never calibrated)."""
         if route.target_class is None or spans or example is not None:
-            return "general", self.general.mask_floor
-        if route.target_class in self.alternate_floors:
-            return "alternate", self.alternate_floors[route.target_class]
-        return "general", self.class_floors.get(route.target_class, self.general.mask_floor)
+            return Blend.alone(self.general.mask_floor)
+        if route.target_class in self.blends:
+            return self.blends[route.target_class]
+        return Blend.alone(self.class_floors.get(route.target_class, self.general.mask_floor))
 
     def _branch_state(self, branch: str, route: Route, prompt, spans, example):
         if branch == GENERAL:
-            network, floor = self.general_for(route, spans, example)
-            return getattr(self, network).init_stream(self.general_text(route, prompt), spans, example, mask_floor=floor)
+            blend = self.general_for(route, spans, example)
+            return [self.networks[name].init_stream(self.general_text(route, prompt), spans, example,
+                                                    mask_floor=blend.floor) for name in blend.networks]
         if branch == VOICE:
             # The picker's prompt: the enrollment clip's speaker embedding, and the gender's canonical wording when
             # the text beside the clip names one.
@@ -304,7 +332,7 @@ class CompositeSeparator:
         return CompositeState(
             branch=branch, route=route,
             branch_state=self._branch_state(branch, route, prompt, spans, example),
-            network=self.general_for(route, spans, example)[0] if branch == GENERAL else None,
+            blend=self.general_for(route, spans, example) if branch == GENERAL else None,
             align=self._align(branch, route),
             mixture_in=DelayLine(self.expert_delay),
             mixture_out=DelayLine(self.delay_samples),
@@ -325,17 +353,19 @@ class CompositeSeparator:
         if example is not None and not isinstance(example, tuple):
             example = (example, example_rate or self.sample_rate)
         branch, route = self.plan(prompt, spans, example)
-        network, floor = self.general_for(route, spans, example) if branch == GENERAL else (None, None)
-        if branch == state.branch == GENERAL and network == state.network:
-            # The general separator's own context (cached keys/values, recurrent state) carries on; the session
+        blend = self.general_for(route, spans, example) if branch == GENERAL else None
+        if branch == state.branch == GENERAL and blend.networks == state.blend.networks:
+            # The general networks' own context (cached keys/values, recurrent state) carries on; the session
             # crossfades from the old separation meanwhile.
-            getattr(self, network).set_prompt(state.branch_state, self.general_text(route, prompt), spans, example,
-                                              mask_floor=floor)
+            for name, network_state in zip(blend.networks, state.branch_state):
+                self.networks[name].set_prompt(network_state, self.general_text(route, prompt), spans, example,
+                                               mask_floor=blend.floor)
+            state.blend = blend
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
             state.align = self._align(branch, route)
             state.branch = branch
-            state.network = network
+            state.blend = blend
             state.route = route
             for hop in state.history:  # start the new branch in step with the stream
                 self._run_branch([state], [self._branch_input(state, *hop)], None)
@@ -380,9 +410,13 @@ class CompositeSeparator:
             out = self.refiner.stream_step([s.branch_state for s in states], both[:, 0], expert=both[:, 1])[:, 0]
         elif branch == VOICE:
             out = self.voice.stream_step([s.branch_state for s in states], np.stack(inputs))[:, 0]
-        else:
-            network = getattr(self, states[0].network)
-            out = network.stream_step([s.branch_state for s in states], np.stack(inputs), steps)[:, 0]
+        else:  # the blend's networks (the same for every state here), each output by each state's weight for it
+            heard = np.stack(inputs)
+            out = np.zeros_like(heard)
+            for index, name in enumerate(states[0].blend.networks):
+                weights = np.array([[s.blend.weights[index][1]] for s in states], np.float32)
+                network_states = [s.branch_state[index] for s in states]
+                out += weights * self.networks[name].stream_step(network_states, heard, steps)[:, 0]
         return np.stack([s.align(row) for s, row in zip(states, out)])
 
     @torch.inference_mode()
@@ -405,8 +439,9 @@ class CompositeSeparator:
             state.hops += 1
             state.history.append((normalized, mixture, speech, taken_out))
             inputs[i] = self._branch_input(state, normalized, mixture, speech, taken_out)
-            # one batched call per kind (and per general network)
-            groups.setdefault((state.branch, type(state.branch_state), state.network), []).append(i)
+            # one batched call per kind (and per set of general networks)
+            groups.setdefault((state.branch, type(state.branch_state),
+                               state.blend.networks if state.blend else None), []).append(i)
         targets = np.empty_like(chunk)
         for rows in groups.values():
             targets[rows] = self._run_branch([states[i] for i in rows], [inputs[i] for i in rows], steps)
@@ -460,21 +495,22 @@ class CompositeSeparator:
         (None when none is near enough: the general separator then hears the text as it is), and the share of its
         input the serving part keeps at least at every frequency (the general separator's class floor, the
         expert's floor; None for the voice picker and a speech refiner), with the general separator's floor per
-        band where it has one (`band_floors`, bands split at FLOOR_BAND_EDGES_HZ). A floor of 1: that class is not
-        separated, its input passes."""
-        floor = state.branch_state.mask_floor if state.branch == GENERAL else None
-        return self._understood(state.branch, state.route, floor)
+        band where it has one (`band_floors`, bands split at FLOOR_BAND_EDGES_HZ), and on the general branch the
+        networks serving it with their weights (`general_networks`). A floor of 1: that class is not separated, its
+        input passes."""
+        return self._understood(state.branch, state.route, state.blend)
 
     def understand(self, prompt: str | None, spans: Sequence[Span] = (), example=None) -> dict:
         """`describe_state` of a stream this prompt would open, without opening one."""
         branch, route = self.plan(prompt, spans, example)
-        return self._understood(branch, route, self.general_for(route, spans, example)[1] if branch == GENERAL else None)
+        return self._understood(branch, route, self.general_for(route, spans, example) if branch == GENERAL else None)
 
-    def _understood(self, branch: str, route: Route, general_floor: Floor | None) -> dict:
-        floor = self.expert_floor if branch == EXPERT and self.refiner is None else general_floor
+    def _understood(self, branch: str, route: Route, blend: Blend | None) -> dict:
+        floor = self.expert_floor if branch == EXPERT and self.refiner is None else blend.floor if blend else None
         return {"branch": branch, "class": route.target_class, "similarity": round(float(route.similarity), 3),
                 "mask_floor": None if floor is None else lowest_share(floor),
-                "band_floors": list(floor) if isinstance(floor, tuple) else None}
+                "band_floors": list(floor) if isinstance(floor, tuple) else None,
+                "general_networks": dict(blend.weights) if blend else None}
 
     @staticmethod
     def close(state: CompositeState) -> None:
@@ -491,15 +527,14 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
     The general separator keeps each class's calibrated mask floor and the expert its own (`load_floors`, from
     `floors_file(general_weights)`; weights never calibrated keep GENERAL_MASK_FLOOR and no expert floor); a
     `mask_floor` given instead is the general separator's for every prompt, and the expert keeps none.
-    With the shipped general weights and their floors, a shipped second general network (ALTERNATE_WEIGHTS) serves
-    the classes its floors file lists."""
+    With the shipped general weights and their floors, a shipped ensemble (ENSEMBLE_FILE) adds its general networks
+    and serves the classes it lists by their blends."""
     from samstream.model.embedded import WEIGHTS_DIR, shipped_weights
 
-    alternate, alternate_floors = None, {}
-    alternate_weights = WEIGHTS_DIR / ALTERNATE_WEIGHTS
-    if general_weights is None and mask_floor is None and alternate_weights.is_file():
-        alternate = load_general(alternate_weights, GENERAL_MASK_FLOOR)
-        alternate_floors = load_served_floors(floors_file(alternate_weights))
+    others, blends = {}, {}
+    if general_weights is None and mask_floor is None and (WEIGHTS_DIR / ENSEMBLE_FILE).is_file():
+        paths, blends = load_ensemble(WEIGHTS_DIR / ENSEMBLE_FILE)
+        others = {name: load_general(path, GENERAL_MASK_FLOOR) for name, path in paths.items()}
     general_weights = general_weights or shipped_weights()
     general = load_general(general_weights, GENERAL_MASK_FLOOR if mask_floor is None else mask_floor)
     parts = {}
@@ -509,7 +544,7 @@ def load_default(speech_expert: bool = True, mask_floor: float | None = None,
             parts[name] = MaskNetSeparator(load_masknet(path), general.text_vectors)
     floors, expert_floor = load_floors(floors_file(general_weights)) if mask_floor is None else ({}, 0.0)
     return CompositeSeparator(general, parts.get("voice"), speech_expert, parts.get("speech"), floors, expert_floor,
-                              alternate, alternate_floors)
+                              others, blends)
 
 
 def load_general(path: Path, mask_floor: Floor) -> EmbeddedSeparator | MaskNetSeparator:
@@ -562,20 +597,50 @@ def load_floors(path: Path) -> tuple[dict[str, Floor], float]:
     return floors, float(table["expert_floor"])
 
 
-def load_served_floors(path: Path) -> dict[str, Floor]:
-    """A second general network's floors for the classes it serves (the "serves" list `samstream calibrate
-    --versus` writes into its floors file): the classes whose calibration items it separated better."""
+def ensemble_file(general_weights: Path) -> Path:
+    """Where `samstream calibrate --ensemble` writes the blends of these general weights with others: ENSEMBLE_FILE
+    beside the shipped weights (the default model reads it), NAME.ensemble.json beside any other weights file."""
+    from samstream.model.embedded import shipped_weights
+
+    if Path(general_weights).resolve() == shipped_weights().resolve():
+        return shipped_weights().parent / ENSEMBLE_FILE
+    return Path(general_weights).with_suffix(".ensemble.json")
+
+
+def load_ensemble(path: Path) -> tuple[dict[str, Path], dict[str, Blend]]:
+    """The other general networks an ensemble file names (name -> weights file beside it) and its blends (class ->
+    `Blend`), checked against the weights they were calibrated with, the first network's included."""
     from samstream.model.errors import ModelLoadError
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path} not found: a second general network needs its floors file (`samstream calibrate "
-                             "--general WEIGHTS --versus FLOORS` writes it), or remove those weights")
-    floors, _ = load_floors(path)
-    served = json.loads(path.read_text()).get("serves")
-    if not served:
-        raise ModelLoadError(f"{path} lists no classes for the second general network to serve: run `samstream "
-                             "calibrate --general WEIGHTS --versus FLOORS` to choose them, or remove those weights")
-    return {name: floors[name] for name in served}
+    table = json.loads(path.read_text())
+    if tuple(table.get("floor_band_edges_hz", FLOOR_BAND_EDGES_HZ)) != FLOOR_BAND_EDGES_HZ:
+        raise ModelLoadError(f"{path} has per-band floors for other bands than this code's: run `samstream calibrate "
+                             "--ensemble` again")
+    named = {FIRST_NETWORK: table["general_weights"], **table["networks"]}
+    paths = {}
+    for name, entry in named.items():
+        weights = path.parent / entry["weights"]
+        if not weights.is_file() or file_sha256(weights) != entry["sha256"]:
+            raise ModelLoadError(f"{path} was calibrated with other general weights than {weights}: run `samstream "
+                                 f"calibrate --ensemble` to calibrate the blends again, or delete {path}")
+        paths[name] = weights
+    del paths[FIRST_NETWORK]  # checked: the blends were calibrated with these first weights
+    blends = {cls: Blend(tuple((name, float(weight)) for name, weight in row["networks"].items()),
+                         tuple(row["floor"]) if isinstance(row["floor"], list) else float(row["floor"]))
+              for cls, row in table["blends"].items()}
+    return paths, blends
+
+
+def check_blend(blend: Blend, networks: dict, cls: str) -> Blend:
+    """A blend whose networks exist, whose weights are shares summing to 1 and whose floor is a floor."""
+    unknown = [name for name in blend.networks if name not in networks]
+    if unknown or not blend.weights:
+        raise ValueError(f"the blend of {cls!r} names no general network or unknown ones ({', '.join(unknown)}): the "
+                         f"networks are {', '.join(networks)}")
+    weights = [check_share(weight, f"the weight of {name!r} in the blend of {cls!r}") for name, weight in blend.weights]
+    if abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"the weights of the blend of {cls!r} must sum to 1, got {sum(weights):g}")
+    return Blend(blend.weights, check_floor(blend.floor, f"the mask floor of {cls!r}"))
 
 
 def file_sha256(path) -> str:

@@ -11,7 +11,8 @@ from fixtures.real_audio import at_snr, real_sounds, real_speech
 from samstream.clients.cli import main
 from samstream.model.composite import load_default
 from samstream.model.embedded import shipped_weights
-from samstream.model.training.calibrate import GRID, MIN_BAND_GAIN_DB, VERSUS_MARGIN_DB, better_classes, set_floor
+from samstream.model.training.calibrate import (BLEND_MARGIN_DB, GRID, MIN_BAND_GAIN_DB, ItemRuns, blend_summary,
+                                                 set_floor)
 from samstream.model.training.evaluate import composite_estimator, evaluate, load_items
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,15 +85,9 @@ def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(c
     snapshot.parent.mkdir()
     shutil.copy(shipped_weights(), snapshot)
     shutil.copy(shipped_weights().with_suffix(".json"), snapshot.with_suffix(".json"))
-    # --versus: the classes the snapshot separates better than another network (scores made up here) on the same items
-    versus = {"bell": {"n": 1, "directories": [str(calibration_dir)], "si_sdri_db": -50.0},
-              "phone ringing": {"n": 1, "directories": [str(calibration_dir)], "si_sdri_db": 50.0}}
-    (tmp_path / "versus.json").write_text(json.dumps({"calibration": {"per_class": versus}}))
-    assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--versus", str(tmp_path / "versus.json"),
-                 "--json"]) == 0
+    assert main(["calibrate", str(calibration_dir), "--general", str(snapshot), "--json"]) == 0
     table = last_json(capsys)
     assert table["out"] == str(snapshot.with_suffix(".floors.json")) and table["general_weights"] == snapshot.name
-    assert table["serves"] == ["bell"]
     # `samstream eval --composite` finds them: each class scores what calibration found at its floors
     assert main(["eval", str(calibration_dir), "--model", str(snapshot), "--composite", "--json"]) == 0
     scored = last_json(capsys)["per_class"]
@@ -109,16 +104,58 @@ def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(c
     assert "missing.safetensors not found" in capsys.readouterr().err
 
 
-def test_a_second_network_serves_only_classes_it_separated_better_on_the_same_items():
-    ours = {"bell": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 2.0},
-            "water": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0},
-            "siren": {"n": 20, "directories": ["a"], "si_sdri_db": 9.0},
-            "typing": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 3.0}}
-    theirs = {"bell": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0},
-              "water": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 1.0 - VERSUS_MARGIN_DB / 2},
-              "siren": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 0.0},  # other items: not compared
-              "typing": {"n": 50, "directories": ["a", "b"], "si_sdri_db": 9.0}}
-    assert better_classes(ours, theirs) == ["bell"]
+def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, tmp_path, capsys):
+    """`--ensemble`: each class gets the blend of the networks (or one network alone) that separated its items best,
+    written beside the weights; the default model built from the file scores what calibration found."""
+    import torch
+
+    from samstream.model.composite import CompositeSeparator, load_ensemble, load_general
+    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
+
+    first = tmp_path / "weights" / "first.safetensors"
+    first.parent.mkdir()
+    shutil.copy(shipped_weights(), first)
+    shutil.copy(shipped_weights().with_suffix(".json"), first.with_suffix(".json"))
+    torch.manual_seed(0)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    assert main(["calibrate", str(calibration_dir), "--general", str(first), "--ensemble",
+                 str(first.parent / "alt.safetensors"), "--json"]) == 0
+    table = last_json(capsys)
+    assert table["out"] == str(first.with_suffix(".ensemble.json")) and set(table["blends"]) == {"phone ringing", "bell"}
+    assert table["networks"] == {"alt": {"weights": "alt.safetensors", "sha256": table["networks"]["alt"]["sha256"]}}
+    paths, blends = load_ensemble(first.with_suffix(".ensemble.json"))
+    others = {name: load_general(path, 0.0) for name, path in paths.items()}
+    shipped = load_default(mask_floor=0.0, general_weights=first)
+    blended = CompositeSeparator(shipped.general, shipped.voice, True, shipped.refiner, {}, 0.0, others, blends)
+    for cls, row in table["calibration"].items():
+        assert sum(row["networks"].values()) == pytest.approx(1.0) and row["n"] == 1
+        best_alone = max(row["alone_si_sdri_db"].values())
+        assert row["si_sdri_db"] == best_alone or row["si_sdri_db"] >= best_alone + BLEND_MARGIN_DB
+        result = evaluate(load_items(calibration_dir, classes={cls}), composite_estimator(blended, None), False)
+        tolerance = 0.3 if isinstance(row["floor"], list) else 0.01
+        assert result["per_class"][cls]["si_sdri_db"] == pytest.approx(row["si_sdri_db"], abs=tolerance)
+    assert main(["calibrate", str(calibration_dir), "--ensemble", str(first.parent / "alt.safetensors")]) == 2
+    assert "must lie beside its file" in capsys.readouterr().err
+
+
+def test_a_blend_serves_where_networks_err_apart_and_one_network_where_they_agree():
+    """Two estimates with independent errors: their mean halves the error power (+3 dB), so the blend serves; two
+    equal estimates: a blend adds nothing, so the first network serves alone."""
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal(16000)
+    mixture = target + rng.standard_normal(16000)
+    errors = [0.3 * rng.standard_normal(16000) for _ in range(2)]
+    apart = [ItemRuns.of([target + errors[0], target + errors[1], mixture], mixture, target, 16000)]
+    blend = blend_summary(apart, ["general", "alt"])
+    assert blend["networks"] == {"general": 0.5, "alt": 0.5}
+    assert blend["si_sdri_db"] == pytest.approx(max(blend["alone_si_sdri_db"].values()) + 3.0, abs=0.3)
+    agree = [ItemRuns.of([target + errors[0], target + errors[0], mixture], mixture, target, 16000)]
+    assert blend_summary(agree, ["general", "alt"])["networks"] == {"general": 1.0}
+    # another network alone serves only where it beats the first by the margin too
+    slightly = [ItemRuns.of([target + errors[0], target + 0.99 * errors[0], mixture], mixture, target, 16000)]
+    assert blend_summary(slightly, ["general", "alt"])["networks"] == {"general": 1.0}
+    better = [ItemRuns.of([target + errors[0], target + 0.5 * errors[0], mixture], mixture, target, 16000)]
+    assert blend_summary(better, ["general", "alt"])["networks"] == {"alt": 1.0}
 
 
 def test_floors_of_other_weights_are_refused(tmp_path):

@@ -133,65 +133,106 @@ def test_a_general_mask_network_serves_the_general_prompts_with_their_floors(mod
         load_general(WEIGHTS_DIR / "voice.safetensors", mask_floor=0.0)
 
 
-def test_a_second_general_network_serves_its_classes_and_the_first_the_rest(model, speech_in_sounds, tmp_path):
-    """With a second general network (`alternate`), a class it serves streams through it at its floor, every other
-    prompt through the first; streams on the two batch, and a prompt change from one to the other is in step."""
+def test_a_blend_of_general_networks_is_the_weighted_mean_of_their_outputs(model, speech_in_sounds, tmp_path):
+    """With more general networks, a class's blend streams through each of them at its floor and outputs their
+    weighted mean; other prompts stream through the first network alone; streams batch, and prompt changes between
+    blends, and from one network's to a blend, are in step."""
     import torch
 
-    from samstream.model.composite import CompositeSeparator, load_general
+    from samstream.model.composite import Blend, CompositeSeparator, load_general
     from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
 
-    # the shipped default model holds one: its floors file names the classes it serves
-    assert model.alternate is not None and "drums" in model.alternate_floors
-    assert model.general_for(model.router.route("drums"), (), None) == ("alternate", model.alternate_floors["drums"])
-    assert model.general_for(model.router.route("dog barking"), (), None)[0] == "general"
     torch.manual_seed(0)
     save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), tmp_path / "alt.safetensors", {"task": "general"})
     alternate = load_general(tmp_path / "alt.safetensors", mask_floor=0.15)
-    both = CompositeSeparator(model.general, model.voice, True, model.refiner, model.class_floors, model.expert_floor,
-                              alternate, {"bell": 0.3})
-    alone = CompositeSeparator(alternate, model.voice, True, model.refiner, {"bell": 0.3}, model.expert_floor)
-    assert both.understand("bell")["mask_floor"] == both.describe_state(both.init_stream("bell"))["mask_floor"] == 0.3
-    assert both.understand("dog barking") == model.understand("dog barking")
+    blends = {"bell": Blend((("general", 0.25), ("alt", 0.75)), 0.3), "water": Blend((("alt", 1.0),), 0.3),
+              "door": Blend((("general", 0.5), ("alt", 0.5)), (0.0, 0.2, 0.4, 1.0))}
+    blended = CompositeSeparator(model.general, model.voice, True, model.refiner, model.class_floors,
+                                 model.expert_floor, {"alt": alternate}, blends)
+    floors = {**model.class_floors, "bell": 0.3, "water": 0.3}
+    first = CompositeSeparator(model.general, model.voice, True, model.refiner, floors, model.expert_floor)
+    second = CompositeSeparator(alternate, model.voice, True, model.refiner, floors, model.expert_floor)
+    assert blended.understand("bell")["general_networks"] == {"general": 0.25, "alt": 0.75}
+    assert blended.describe_state(blended.init_stream("bell"))["mask_floor"] == 0.3
+    assert blended.understand("dog barking") == first.understand("dog barking")
+    assert first.understand("dog barking")["general_networks"] == {"general": 1.0}
     mixture = speech_in_sounds[0][: 3 * 16000]
-    bell = both.stream_file(mixture, "bell")
-    assert snr_db(bell, alone.stream_file(mixture, "bell")) > 60
-    assert snr_db(both.stream_file(mixture, "dog barking"), model.stream_file(mixture, "dog barking")) > 60
-    assert snr_db(bell, model.stream_file(mixture, "bell")) < 30  # the two networks differ
-    prompts = ("bell", "dog barking", "speech")
-    states = [both.init_stream(p) for p in prompts]
-    hop = both.chunk_samples
+    bell = blended.stream_file(mixture, "bell")
+    mean = 0.25 * first.stream_file(mixture, "bell") + 0.75 * second.stream_file(mixture, "bell")
+    assert snr_db(bell, mean) > 60
+    assert snr_db(bell, first.stream_file(mixture, "bell")) < 30  # the two networks differ
+    assert snr_db(blended.stream_file(mixture, "water"), second.stream_file(mixture, "water")) > 60
+    assert snr_db(blended.stream_file(mixture, "dog barking"), first.stream_file(mixture, "dog barking")) > 60
+    prompts = ("bell", "water", "door", "dog barking", "speech")
+    states = [blended.init_stream(p) for p in prompts]
+    hop = blended.chunk_samples
     chunks = np.zeros((-(-len(mixture) // hop)) * hop, np.float32)
     chunks[: len(mixture)] = mixture
-    together = np.concatenate([both.stream_step(states, np.stack([c] * 3))[:, 0] for c in chunks.reshape(-1, hop)],
-                              axis=1)
-    delay = both.delay_samples
+    together = np.concatenate([blended.stream_step(states, np.stack([c] * len(prompts)))[:, 0]
+                               for c in chunks.reshape(-1, hop)], axis=1)
+    delay = blended.delay_samples
     for row, prompt in enumerate(prompts):
         assert snr_db(together[row, delay:delay + len(mixture) - delay],
-                      both.stream_file(mixture, prompt)[: len(mixture) - delay]) > 60, prompt
-    # in step at once; the band-split network's recurrent state, primed on the last hops only, washes out
-    after, expected = switched_and_reference(both, speech_in_sounds[0], "dog barking", "bell")
-    assert snr_db(after[:1600], expected[:1600]) > 40 and snr_db(after[-1600:], expected[-1600:]) > 80
-    served, _ = stream(both, mixture, 16000, Prompt(text="bell"))  # through the engine, as served
+                      blended.stream_file(mixture, prompt)[: len(mixture) - delay]) > 60, prompt
+    # between blends of the same networks the networks' context (heard under the former prompt) carries on
+    after, expected = switched_and_reference(blended, speech_in_sounds[0], "door", "bell")
+    assert snr_db(after[:1600], expected[:1600]) > 20 and snr_db(after[-1600:], expected[-1600:]) > 50
+    # to other networks: in step at once, started on the stream's last hops; what the networks' context misses of
+    # the hops before (the band-split network's recurrent state, the DiT's cached context) washes out
+    after, expected = switched_and_reference(blended, speech_in_sounds[0], "dog barking", "bell")
+    assert snr_db(after[:1600], expected[:1600]) > 30 and snr_db(after[-1600:], expected[-1600:]) > 45
+    served, _ = stream(blended, mixture, 16000, Prompt(text="bell"))  # through the engine, as served
     assert snr_db(served, bell) > 60
 
 
-def test_a_second_general_network_without_chosen_classes_is_refused(tmp_path):
-    import json
+def test_the_shipped_default_model_blends_its_general_networks(model, speech_in_sounds):
+    """model/weights/ensemble.json: its classes stream through their blends (docs/model_card.md, "General networks
+    blended"), as the engine serves them."""
+    widest = max(model.blends, key=lambda cls: len(model.blends[cls].weights))
+    assert len(model.blends[widest].weights) > 1 and set(model.networks) >= set(model.blends[widest].networks)
+    assert model.understand(widest)["general_networks"] == dict(model.blends[widest].weights)
+    mixture = speech_in_sounds[0][: 3 * 16000]
+    served, _ = stream(model, mixture, 16000, Prompt(text=widest))
+    assert snr_db(served, model.stream_file(mixture, widest)) > 60
 
-    from samstream.model.composite import file_sha256, load_served_floors
+
+def test_blends_name_known_networks_with_weights_summing_to_one(model):
+    from samstream.model.composite import Blend, CompositeSeparator
+
+    make = lambda blend: CompositeSeparator(model.general, model.voice, True, model.refiner, {}, 0.0, {},
+                                            {"bell": blend})
+    with pytest.raises(ValueError, match="unknown ones \\(alt\\)"):
+        make(Blend((("general", 0.5), ("alt", 0.5)), 0.0))
+    with pytest.raises(ValueError, match="must sum to 1"):
+        make(Blend((("general", 0.5),), 0.0))
+    with pytest.raises(ValueError, match="mask floor of 'bell'"):
+        make(Blend((("general", 1.0),), 1.5))
+
+
+def test_the_shipped_ensemble_loads_checked_against_its_weights(tmp_path):
+    """The default model's ensemble file names its networks with their SHA-256: other weights are refused with what
+    to run."""
+    import json
+    import shutil
+
+    from samstream.model.composite import ENSEMBLE_FILE, Blend, file_sha256, load_ensemble
+    from samstream.model.embedded import shipped_weights
     from samstream.model.errors import ModelLoadError
 
+    shutil.copy(shipped_weights(), tmp_path / "first.safetensors")
     (tmp_path / "alt.safetensors").write_bytes(b"weights")
-    with pytest.raises(ModelLoadError, match="needs its floors file"):
-        load_served_floors(tmp_path / "alt.floors.json")
-    table = {"general_weights": "alt.safetensors", "general_weights_sha256": file_sha256(tmp_path / "alt.safetensors"),
-             "floors": {"bell": 0.3, "water": [0.1, 0.2, 0.3, 0.4]}, "expert_floor": 0.0}
-    (tmp_path / "alt.floors.json").write_text(json.dumps(table))
-    with pytest.raises(ModelLoadError, match="lists no classes"):
-        load_served_floors(tmp_path / "alt.floors.json")
-    (tmp_path / "alt.floors.json").write_text(json.dumps({**table, "serves": ["water"]}))
-    assert load_served_floors(tmp_path / "alt.floors.json") == {"water": (0.1, 0.2, 0.3, 0.4)}
+    entry = lambda name: {"weights": name, "sha256": file_sha256(tmp_path / name)}
+    table = {"general_weights": entry("first.safetensors"), "networks": {"alt": entry("alt.safetensors")},
+             "blends": {"bell": {"networks": {"general": 0.4, "alt": 0.6}, "floor": [0.0, 0.1, 0.2, 0.3]},
+                        "water": {"networks": {"alt": 1.0}, "floor": 0.2}}}
+    (tmp_path / ENSEMBLE_FILE).write_text(json.dumps(table))
+    paths, blends = load_ensemble(tmp_path / ENSEMBLE_FILE)
+    assert paths == {"alt": tmp_path / "alt.safetensors"}
+    assert blends == {"bell": Blend((("general", 0.4), ("alt", 0.6)), (0.0, 0.1, 0.2, 0.3)),
+                      "water": Blend((("alt", 1.0),), 0.2)}
+    (tmp_path / "alt.safetensors").write_bytes(b"other weights")
+    with pytest.raises(ModelLoadError, match="calibrate --ensemble"):
+        load_ensemble(tmp_path / ENSEMBLE_FILE)
 
 
 def test_the_voice_picker_hears_the_stream_as_it_arrives(model, speech_in_sounds):

@@ -74,7 +74,7 @@ async def test_started_says_how_the_model_took_a_text_prompt(default_model, proc
                     reply = await client.request({"type": "prompt", "prompt": {"text": text}})
                 expected = StreamSession(BlockCausalProcessor(default_model), 16000, Prompt(text=text)).understood()
                 assert reply["understood"] == expected and set(expected) == {"branch", "class", "similarity", "mask_floor",
-                                                                             "band_floors"}
+                                                                             "band_floors", "general_networks"}
             await client.flush()
     finally:
         await server.shutdown()

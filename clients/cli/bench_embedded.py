@@ -2,8 +2,9 @@
 
 The default model (model/composite.py) runs a different part per prompt, so each part is measured with a prompt that
 reaches it: "speech" (the speech expert), "woman speaking" (the expert and its pitch mask), an enrollment clip (the
-voice picker; 3 s of noise: the cost does not depend on the voice), "dog barking" (the general separator, after
-the expert) and "drums" (the second general network, where one is shipped and serves that class). `rtf` = compute
+voice picker; 3 s of noise: the cost does not depend on the voice), a time span (the first general network alone,
+after the expert) and, where the default model blends general networks, the class whose blend
+runs the most of them (part "blend", after the expert). `rtf` = compute
 time of the chunk steps / duration of the audio they advance, per stream (with `--sessions` N, one batched step
 advances N streams); the headline `rtf` is the slowest part's. Latency: the fixed latency of a session at 16 kHz
 and at 48 kHz (the engine's resamplers included), as a client sees it. Prompt encoding and the first stream's start-up are not counted.
@@ -16,25 +17,26 @@ import argparse
 import json
 
 
-def part_prompts(rate: int) -> dict:
+def part_prompts(separator) -> dict:
     """One prompt per part of the default model: part -> (the branch serving it, `init_stream` keyword arguments)."""
     import numpy as np
 
     from samstream.model.composite import EXPERT, GENERAL, VOICE
 
+    rate = separator.sample_rate
     enrollment = (0.1 * np.random.default_rng(1).standard_normal(3 * rate)).astype(np.float32)
-    return {"expert": (EXPERT, dict(prompt="speech")), "pitch_mask": (EXPERT, dict(prompt="woman speaking")),
-            "voice": (VOICE, dict(example=enrollment, example_rate=rate)),
-            "general": (GENERAL, dict(prompt="dog barking")), "second_general": (GENERAL, dict(prompt="drums"))}
+    parts = {"expert": (EXPERT, dict(prompt="speech")), "pitch_mask": (EXPERT, dict(prompt="woman speaking")),
+             "voice": (VOICE, dict(example=enrollment, example_rate=rate)),
+             "general": (GENERAL, dict(spans=[("+", 0.0, 1.0)]))}
+    widest = max(separator.blends.items(), key=lambda item: len(item[1].weights), default=None)
+    if widest is not None and len(widest[1].weights) > 1:
+        parts["blend"] = (GENERAL, dict(prompt=widest[0]))
+    return parts
 
 
-def reaches(separator, part: str, branch: str, kwargs: dict) -> bool:
-    """Whether this prompt reaches the part here (no voice picker shipped, no expert, no second general network)."""
-    if separator.plan(kwargs.get("prompt"), example=kwargs.get("example"))[0] != branch:
-        return False
-    if part != "second_general":
-        return True
-    return separator.general_for(separator.router.route(kwargs["prompt"]), (), None)[0] == "alternate"
+def reaches(separator, branch: str, kwargs: dict) -> bool:
+    """Whether this prompt reaches its part here (no voice picker shipped, no expert)."""
+    return separator.plan(kwargs.get("prompt"), kwargs.get("spans", ()), kwargs.get("example"))[0] == branch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
         separator = load_default(speech_expert=not args.no_speech_expert)
         # a part that does not serve its prompt here is not measured
-        parts = {name: kwargs for name, (branch, kwargs) in part_prompts(separator.sample_rate).items()
-                 if reaches(separator, name, branch, kwargs)}
+        parts = {name: kwargs for name, (branch, kwargs) in part_prompts(separator).items()
+                 if reaches(separator, branch, kwargs)}
     per_part = {name: measure(separator, kwargs, args.sessions, args.seconds, args.steps)
                 for name, kwargs in parts.items()}
     worst = max(per_part.values(), key=lambda figures: figures["rtf"])

@@ -12,7 +12,11 @@ smallest floor on ties). A general class may then keep one floor per band (FLOOR
 network finds at some frequencies and not at others): the difference of the two runs is split into those bands
 with an STFT and the band floors are searched one band at a time from the class's floor, kept only where they
 beat it by MIN_BAND_GAIN_DB on the calibration items (the split is of the output, not of the network's own mask,
-so per-band figures are close to a real run, not exact). The floors are written beside the general weights with
+so per-band figures are close to a real run, not exact). `--ensemble` blends general networks: each item is run
+through every network at floor 0 (and the input kept, floor 1, once), the same algebra scores any weighted mean of
+their outputs at any floor, and each class gets the blend of the weight grid (BLEND_STEP) that separated its items
+best, with its floors chosen as above, where it beats the best network alone by BLEND_MARGIN_DB (else that network,
+at its own floors, if it beats the first by as much, else the first); the blends are written to the ensemble file (`composite.ensemble_file`). The floors are written beside the general weights with
 their SHA-256 (`load_floors` refuses floors calibrated for other weights); `--general` calibrates a training
 snapshot instead of the shipped weights, so that candidates are compared inside the default model, each with its
 own floors. Calibrate on sets other than the one
@@ -24,6 +28,7 @@ only.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -37,7 +42,9 @@ from samstream.model.training.evaluate import add_threads_argument
 GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 MIN_BAND_GAIN_DB = 0.1  # per-band floors must beat the class's one floor by this much on its calibration items
 BAND_SWEEPS = 3
-VERSUS_MARGIN_DB = 0.1  # a second general network serves a class it separates better than the first by this much
+BLEND_STEP = 0.1  # the grid of a blend's weights
+BLEND_MARGIN_DB = 0.1  # a blend of networks serves a class where it beats the best one alone by this much (the more
+# networks a stream runs, the more it costs)
 SPLIT_FFT, SPLIT_HOP = 512, 128
 
 
@@ -67,9 +74,11 @@ def band_split(signal: np.ndarray, sample_rate: int) -> np.ndarray:
 
 @dataclass
 class ItemRuns:
-    """One item's two runs, reduced to what SI-SDR at any floor needs: the target at floor vector f is
-    plain + Σ_b f_b·difference_b; with v = [plain, difference_1..B] (zero-mean) and the zero-mean reference r,
-    gram = v·vᵀ, cross = v·r, energy = r·r."""
+    """One item's runs, reduced to what the SI-SDR of any linear combination of them needs: with v = every run split
+    into bands (`band_split`, zero-mean) and r the zero-mean reference, gram = v·vᵀ, cross = v·r, energy = r·r.
+    The runs: each general network's target at floor 0, then the input it kept at floor 1 (the same for every
+    network), so a network's target at band floors f is Σ_b (1 − f_b)·plain_b + f_b·kept_b, and a blend of
+    networks is a weighted sum of such targets."""
 
     gram: np.ndarray
     cross: np.ndarray
@@ -77,27 +86,37 @@ class ItemRuns:
     mixture_db: float
 
     @classmethod
-    def of(cls, plain: np.ndarray, kept: np.ndarray, mixture: np.ndarray, target: np.ndarray, sample_rate: int):
+    def of(cls, runs: list[np.ndarray], mixture: np.ndarray, target: np.ndarray, sample_rate: int):
         from samstream.model.training.evaluate import si_sdr_db
 
-        vectors = np.concatenate([plain[None].astype(np.float64), band_split(kept - plain, sample_rate)])
+        vectors = np.concatenate([band_split(run, sample_rate) for run in runs])
         vectors -= vectors.mean(1, keepdims=True)
         reference = target.astype(np.float64) - target.mean()
         return cls(vectors @ vectors.T, vectors @ reference, float(reference @ reference),
                    si_sdr_db(mixture, target))
 
-    def improvement(self, floors: np.ndarray) -> np.ndarray:
-        """SI-SDR improvement (dB) at each row of floors [K, bands] (as `evaluate.si_sdr_db` computes it)."""
-        weights = np.concatenate([np.ones((len(floors), 1)), floors], 1)
-        along = weights @ self.cross
-        total = np.einsum("kb,bc,kc->k", weights, self.gram, weights)
+    def improvement(self, coefficients: np.ndarray) -> np.ndarray:
+        """SI-SDR improvement (dB) of each row of coefficients [K, runs·bands] (as `evaluate.si_sdr_db` computes
+        it)."""
+        along = coefficients @ self.cross
+        total = np.einsum("kb,bc,kc->k", coefficients, self.gram, coefficients)
         projection = along ** 2 / (self.energy + 1e-12)
         return 10 * np.log10((projection + 1e-12) / (np.maximum(total - projection, 0.0) + 1e-12)) - self.mixture_db
 
 
-def mean_improvement(runs: list[ItemRuns], floors: np.ndarray) -> np.ndarray:
-    """Mean improvement over items at each row of floors [K, bands] -> [K]."""
-    return np.mean([item.improvement(floors) for item in runs], 0)
+def combination(floors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Coefficients of the runs (`ItemRuns`) for networks blended by weights [K, networks] at band floors [K, bands]:
+    each network's plain run by its weight times (1 − floor), the kept input by the floor."""
+    plain = weights[:, :, None] * (1.0 - floors)[:, None, :]
+    return np.concatenate([plain, floors[:, None, :]], 1).reshape(len(floors), -1)
+
+
+def mean_improvement(runs: list[ItemRuns], floors: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean improvement over items at each row of floors [K, bands], of one network or of networks blended by
+    weights [networks] -> [K]."""
+    weights = np.ones(1) if weights is None else np.asarray(weights, np.float64)
+    coefficients = combination(floors, np.repeat(weights[None], len(floors), 0))
+    return np.mean([item.improvement(coefficients) for item in runs], 0)
 
 
 def floor_runs(separator, items, progress: bool = True) -> dict[str, tuple[str, list[ItemRuns]]]:
@@ -119,8 +138,62 @@ def floor_runs(separator, items, progress: bool = True) -> dict[str, tuple[str, 
         kept = estimate(item)
         set_floor(separator, branch, 0.0)
         runs.setdefault(item.target_class, (branch, []))[1].append(
-            ItemRuns.of(plain, kept, item.mixture, item.target, item.sample_rate))
+            ItemRuns.of([plain, kept], item.mixture, item.target, item.sample_rate))
     return dict(sorted(runs.items()))
+
+
+def ensemble_runs(separators: list, items, progress: bool = True) -> dict[str, list[ItemRuns]]:
+    """Each item the general branch serves, run through each separator (the default model with one general network
+    each, all at floor 0) and through the first at floor 1: class -> runs."""
+    from tqdm import tqdm
+
+    from samstream.model.composite import GENERAL
+    from samstream.model.training.evaluate import composite_estimator, unscorable
+
+    first = separators[0]
+    estimates = [composite_estimator(separator, None) for separator in separators]
+    served = [item for item in items if unscorable(item) is None and item.enrollment is None
+              and first.plan(item.prompt)[0] == GENERAL]
+    runs: dict[str, list[ItemRuns]] = {}
+    for item in tqdm(served, desc="calibrate", unit="item", disable=not progress, file=sys.stderr):
+        plain = [estimate(item) for estimate in estimates]
+        set_floor(first, GENERAL, 1.0)
+        kept = estimates[0](item)
+        set_floor(first, GENERAL, 0.0)
+        runs.setdefault(item.target_class, []).append(
+            ItemRuns.of([*plain, kept], item.mixture, item.target, item.sample_rate))
+    return dict(sorted(runs.items()))
+
+
+def blend_grid(networks: int) -> np.ndarray:
+    """Every weight vector over `networks` on the BLEND_STEP grid (summing to 1) [K, networks]."""
+    steps = round(1 / BLEND_STEP)
+    return np.array([weights for weights in itertools.product(range(steps + 1), repeat=networks)
+                     if sum(weights) == steps], np.float64) / steps
+
+
+def blend_summary(runs: list[ItemRuns], names: list[str]) -> dict:
+    """A class's blend: the weights and floors that separated its items best, where the blend beats every network
+    alone (at its own floors) by BLEND_MARGIN_DB; else the network alone that did best, the first (`names[0]`, the
+    shipped one) unless another beats it by BLEND_MARGIN_DB (a smaller lead is noise on these items). Figures of
+    each network alone beside."""
+    alone = {name: summary(runs, bands=True, weights=np.eye(len(names))[index]) for index, name in enumerate(names)}
+    best_alone = max(alone, key=lambda name: alone[name]["si_sdri_db"])
+    if alone[best_alone]["si_sdri_db"] < alone[names[0]]["si_sdri_db"] + BLEND_MARGIN_DB:
+        best_alone = names[0]
+    grid = blend_grid(len(names))
+    floors = np.stack([uniform(f) for f in GRID])
+    trials = combination(np.tile(floors, (len(grid), 1)), np.repeat(grid, len(floors), 0))
+    scores = np.mean([item.improvement(trials) for item in runs], 0)
+    weights = grid[int(np.argmax(scores)) // len(floors)]
+    blended = summary(runs, bands=True, weights=weights)
+    best_score = max(row["si_sdri_db"] for row in alone.values())
+    if (weights > 0).sum() > 1 and blended["si_sdri_db"] >= best_score + BLEND_MARGIN_DB:
+        chosen, share = blended, {name: round(float(w), 3) for name, w in zip(names, weights) if w > 0}
+    else:
+        chosen, share = alone[best_alone], {best_alone: 1.0}
+    return {"networks": share, "floor": chosen["floor"], "si_sdri_db": chosen["si_sdri_db"], "n": len(runs),
+            "alone_si_sdri_db": {name: row["si_sdri_db"] for name, row in alone.items()}}
 
 
 def uniform(floor: float) -> np.ndarray:
@@ -129,30 +202,31 @@ def uniform(floor: float) -> np.ndarray:
     return np.full(len(FLOOR_BAND_EDGES_HZ) + 1, floor)
 
 
-def best_band_floors(runs: list[ItemRuns], start: float) -> np.ndarray:
+def best_band_floors(runs: list[ItemRuns], start: float, weights: np.ndarray | None = None) -> np.ndarray:
     """Band floors from GRID, one band at a time from `start` everywhere, while the mean improves."""
     floors = uniform(start)
-    best = mean_improvement(runs, floors[None])[0]
+    best = mean_improvement(runs, floors[None], weights)[0]
     for _ in range(BAND_SWEEPS):
         for band in range(len(floors)):
             trials = np.repeat(floors[None], len(GRID), 0)
             trials[:, band] = GRID
-            scores = mean_improvement(runs, trials)
+            scores = mean_improvement(runs, trials, weights)
             if scores.max() > best + 1e-9:
                 best, floors = float(scores.max()), trials[int(np.argmax(scores))]
     return floors
 
 
-def summary(runs: list[ItemRuns], bands: bool) -> dict:
-    """The class's floor (one, or one per band where that beats it by MIN_BAND_GAIN_DB) and its figures."""
+def summary(runs: list[ItemRuns], bands: bool, weights: np.ndarray | None = None) -> dict:
+    """The class's floor (one, or one per band where that beats it by MIN_BAND_GAIN_DB) and its figures, for one
+    network or networks blended by `weights`."""
     from samstream.model.composite import GENERAL_MASK_FLOOR
 
-    per_floor = mean_improvement(runs, np.stack([uniform(f) for f in GRID]))
+    per_floor = mean_improvement(runs, np.stack([uniform(f) for f in GRID]), weights)
     one = GRID[int(np.argmax(per_floor))]  # the smallest floor on ties
     floor, score = one, float(per_floor[GRID.index(one)])
     if bands:
-        band_floors = best_band_floors(runs, one)
-        band_score = float(mean_improvement(runs, band_floors[None])[0])
+        band_floors = best_band_floors(runs, one, weights)
+        band_score = float(mean_improvement(runs, band_floors[None], weights)[0])
         if band_score >= score + MIN_BAND_GAIN_DB:
             floor, score = [float(f) for f in band_floors], band_score
     return {"n": len(runs), "floor": floor, "si_sdri_db": round(score, 3),
@@ -175,10 +249,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", type=int, help="only the first N items of each class")
     parser.add_argument("--classes", type=lambda text: set(text.split(",")),
                         help="recalibrate only these classes, comma-separated; the others keep their floors in --out")
-    parser.add_argument("--versus", type=Path,
-                        help="the floors file of the shipped general network (model/weights/floors.json): the weights "
-                             "calibrated here become a second general network for the classes they separate better "
-                             f"on the same sets (by >= {VERSUS_MARGIN_DB} dB), listed as \"serves\" in --out")
+    parser.add_argument("--ensemble", type=Path, nargs="+", metavar="WEIGHTS",
+                        help="more general weights (files beside the general weights, each named by its file name): "
+                             "calibrate blends of them with the general weights instead of floors, written to the "
+                             "ensemble file (default: model/weights/ensemble.json, or NAME.ensemble.json beside other "
+                             f"weights); a blend serves a class where it beats the best network alone by "
+                             f"{BLEND_MARGIN_DB} dB")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -198,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
     weights = args.general or shipped_weights()
     if not weights.is_file():
         raise UserFacingError(f"general weights {weights} not found (a .safetensors saved by `samstream train`)")
+    if args.ensemble:
+        return run_ensemble(args, items, weights)
     out = args.out or floors_file(weights)
     sha256 = file_sha256(weights)
     separator = load_default(mask_floor=0.0, general_weights=weights)  # one floor for every prompt, set per run below
@@ -221,8 +299,6 @@ def run(args: argparse.Namespace) -> int:
              "floors": {cls: row["floor"] for cls, row in general.items()},
              "expert_floor": expert["floor"] if expert else 0.0,
              "calibration": {"grid": list(GRID), "per_class": general, "expert": expert}}
-    if args.versus:
-        table["serves"] = better_classes(general, json.loads(args.versus.read_text())["calibration"]["per_class"])
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{'class':>16}  {'n':>3}  floor{'':18}  SI-SDRi at it / one floor / no floor / {GENERAL_MASK_FLOOR}")
     for cls, row in [*general.items(), *([("(speech expert)", expert)] if expert else [])]:
@@ -230,20 +306,58 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cls:>16}  {row['n']:>3}  {' '.join(f'{f:.2f}' for f in floor):23}  {row['si_sdri_db']:+6.2f} / "
               f"{row.get('si_sdri_db_one_floor', row['si_sdri_db']):+6.2f} / {row['si_sdri_db_no_floor']:+6.2f} / "
               f"{row['si_sdri_db_default_floor']:+6.2f}")
-    if args.versus:
-        print(f"serves (better than {args.versus} on the same items): {', '.join(table['serves']) or 'no class'}")
     print(f"wrote {out}")
     if args.json:
         print(json.dumps({"out": str(out), **table}))
     return 0
 
 
-def better_classes(calibrated: dict, versus: dict) -> list[str]:
-    """The classes whose calibration items (the same sets, the same count) these weights separated better than the
-    other network's at their own floors, by at least VERSUS_MARGIN_DB."""
-    same = [cls for cls, row in calibrated.items() if cls in versus
-            and (row["directories"], row["n"]) == (versus[cls].get("directories"), versus[cls]["n"])]
-    return sorted(cls for cls in same if calibrated[cls]["si_sdri_db"] >= versus[cls]["si_sdri_db"] + VERSUS_MARGIN_DB)
+def run_ensemble(args: argparse.Namespace, items, weights: Path) -> int:
+    from samstream.model.composite import FIRST_NETWORK, ensemble_file, file_sha256, load_default
+    from samstream.model.errors import UserFacingError
+    from samstream.model.mask_floor import FLOOR_BAND_EDGES_HZ
+
+    out = args.out or ensemble_file(weights)
+    paths = {FIRST_NETWORK: weights, **{path.stem: path for path in args.ensemble}}
+    if len(paths) != len(args.ensemble) + 1:
+        raise UserFacingError(f"--ensemble: each network needs its own file name, other than {FIRST_NETWORK!r}: got "
+                              f"{', '.join(map(str, args.ensemble))}")
+    for path in paths.values():
+        if not path.is_file():
+            raise UserFacingError(f"general weights {path} not found (a .safetensors saved by `samstream train`)")
+        if path.resolve().parent != out.resolve().parent:
+            raise UserFacingError(f"{path}: the networks of an ensemble must lie beside its file ({out.parent}): copy "
+                                  "the weights (and their .json) there")
+    networks = {name: {"weights": path.name, "sha256": file_sha256(path)} for name, path in paths.items()}
+    separators = [load_default(mask_floor=0.0, general_weights=path) for path in paths.values()]
+    runs = ensemble_runs(separators, items)
+    if not runs:
+        raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator serves: build "
+                              "a set with `samstream data build-eval`")
+    directories = list(map(str, args.directories))
+    blends = {cls: {**blend_summary(rows, list(paths)), "directories": directories} for cls, rows in runs.items()}
+    if args.classes and out.is_file():  # the other classes keep their blends if calibrated with the same networks
+        old = json.loads(out.read_text())
+        if {FIRST_NETWORK: old["general_weights"], **old["networks"]} == networks:
+            blends = {**old["calibration"], **blends}
+    blends = dict(sorted(blends.items()))
+    table = {"general_weights": networks[FIRST_NETWORK],
+             "networks": {name: entry for name, entry in networks.items() if name != FIRST_NETWORK},
+             "floor_band_edges_hz": list(FLOOR_BAND_EDGES_HZ),
+             "blends": {cls: {"networks": row["networks"], "floor": row["floor"]} for cls, row in blends.items()},
+             "calibration": blends}
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"{'class':>16}  {'n':>3}  SI-SDRi  blend (weights; floor)  | each network alone")
+    for cls, row in blends.items():
+        floor = row["floor"] if isinstance(row["floor"], list) else [row["floor"]]
+        print(f"{cls:>16}  {row['n']:>3}  {row['si_sdri_db']:+6.2f}  "
+              f"{' '.join(f'{name} {w:g}' for name, w in row['networks'].items())}; "
+              f"{' '.join(f'{f:.2f}' for f in floor)}  | "
+              f"{' '.join(f'{name} {score:+.2f}' for name, score in row['alone_si_sdri_db'].items())}")
+    print(f"wrote {out}")
+    if args.json:
+        print(json.dumps({"out": str(out), **table}))
+    return 0
 
 
 def kept_calibration(path: Path, sha256: str) -> dict:

@@ -313,7 +313,7 @@ def make_estimator(name: str, stream: bool = False, steps: int | None = None, co
         voice, refiner = (network, shipped.refiner) if info["task"] == "voice" else (shipped.voice, network)
         return composite_estimator(CompositeSeparator(shipped.general, voice, speech_expert, refiner,
                                                       shipped.class_floors, shipped.expert_floor,
-                                                      shipped.alternate, shipped.alternate_floors), steps)
+                                                      shipped.other_networks(), shipped.blends), steps)
     # the class floors were calibrated for the shipped general weights, not for this network; the expert's holds
     return composite_estimator(CompositeSeparator(network, shipped.voice, speech_expert, shipped.refiner,
                                                   expert_floor=shipped.expert_floor), steps)
