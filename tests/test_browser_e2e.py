@@ -61,10 +61,12 @@ def test_page_streams_and_shows_live_metrics(run):
     assert shown["prompt-now"] == "prompt: this 0.5–1.5 s, voice example 2.0 s"  # "Enroll this voice" at the end
     # How the model took the prompt: the random-weight model does not say; the default model's answers are worded.
     assert result["answer"]["understood"] is None and shown["prompt-understood"] == ""
-    speech, passed, voice = result["understood_shown"]
+    speech, passed, voice, blend = result["understood_shown"]
     assert speech == {"text": 'heard as "man speaking" (similarity 0.93), served by the speech expert', "warning": False}
     assert passed["warning"] and passed["text"].startswith('not separated: the default model cannot separate "bubbles"')
     assert voice == {"text": "the enrolled voice, served by the voice picker", "warning": False}
+    assert blend == {"text": 'heard as "dog bark" (similarity 0.90), served by a blend of 3 general networks',
+                     "warning": False}
     assert shown["mix-label"] == "original (target + residual)"
     state = result["state"]
     assert state["errors"] == [] and not any(line.startswith(("error", "pageerror")) for line in result["console"])

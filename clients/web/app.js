@@ -503,7 +503,9 @@ const BRANCHES = { expert: "the speech expert", voice: "the voice picker", gener
 
 function describeUnderstood(understood) {
   if (!understood) return { text: "", warning: false };
-  const served = BRANCHES[understood.branch] || understood.branch;
+  const networks = Object.keys(understood.general_networks || {}).length;
+  const served = networks > 1 ? `a blend of ${networks} general networks`
+    : BRANCHES[understood.branch] || understood.branch;
   const similarity = typeof understood.similarity === "number" ? ` (similarity ${understood.similarity.toFixed(2)})` : "";
   const heard = understood.class ? `heard as "${understood.class}"${similarity}`
     : understood.branch === "voice" ? "the enrolled voice" : "no class near it";
