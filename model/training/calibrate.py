@@ -302,14 +302,10 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{'class':>16}  {'n':>3}  floor{'':18}  SI-SDRi at it / one floor / no floor / {GENERAL_MASK_FLOOR}")
     for cls, row in [*general.items(), *([("(speech expert)", expert)] if expert else [])]:
-        floor = row["floor"] if isinstance(row["floor"], list) else [row["floor"]]
-        print(f"{cls:>16}  {row['n']:>3}  {' '.join(f'{f:.2f}' for f in floor):23}  {row['si_sdri_db']:+6.2f} / "
+        print(f"{cls:>16}  {row['n']:>3}  {floor_text(row['floor']):23}  {row['si_sdri_db']:+6.2f} / "
               f"{row.get('si_sdri_db_one_floor', row['si_sdri_db']):+6.2f} / {row['si_sdri_db_no_floor']:+6.2f} / "
               f"{row['si_sdri_db_default_floor']:+6.2f}")
-    print(f"wrote {out}")
-    if args.json:
-        print(json.dumps({"out": str(out), **table}))
-    return 0
+    return report_written(out, table, args.json)
 
 
 def run_ensemble(args: argparse.Namespace, items, weights: Path) -> int:
@@ -349,13 +345,19 @@ def run_ensemble(args: argparse.Namespace, items, weights: Path) -> int:
     out.write_text(json.dumps(table, indent=1) + "\n")
     print(f"{'class':>16}  {'n':>3}  SI-SDRi  blend (weights; floor)  | each network alone")
     for cls, row in blends.items():
-        floor = row["floor"] if isinstance(row["floor"], list) else [row["floor"]]
         print(f"{cls:>16}  {row['n']:>3}  {row['si_sdri_db']:+6.2f}  "
-              f"{' '.join(f'{name} {w:g}' for name, w in row['networks'].items())}; "
-              f"{' '.join(f'{f:.2f}' for f in floor)}  | "
+              f"{' '.join(f'{name} {w:g}' for name, w in row['networks'].items())}; {floor_text(row['floor'])}  | "
               f"{' '.join(f'{name} {score:+.2f}' for name, score in row['alone_si_sdri_db'].items())}")
+    return report_written(out, table, args.json)
+
+
+def floor_text(floor) -> str:
+    return " ".join(f"{share:.2f}" for share in (floor if isinstance(floor, list) else [floor]))
+
+
+def report_written(out: Path, table: dict, as_json: bool) -> int:
     print(f"wrote {out}")
-    if args.json:
+    if as_json:
         print(json.dumps({"out": str(out), **table}))
     return 0
 
