@@ -182,7 +182,6 @@ class CompositeSeparator:
                  class_floors: dict[str, Floor] | None = None, expert_floor: float = 0.0,
                  others: dict[str, EmbeddedSeparator | MaskNetSeparator] | None = None,
                  blends: dict[str, Blend] | None = None) -> None:
-        self.general = general
         # class -> the general separator's calibrated mask floor (checked here, not when a stream first needs it)
         self.class_floors = {name: check_floor(floor, f"the mask floor of {name!r}")
                              for name, floor in (class_floors or {}).items()}
@@ -231,6 +230,11 @@ class CompositeSeparator:
         self.delay_samples = self.expert_delay + max(self.branch_delays.values())
         self._history_hops = math.ceil(self.delay_samples / self.chunk_samples) + 2  # covers an undelayed branch
         self._embeddings: dict[bytes, np.ndarray] = {}  # enrollment clip digest -> speaker embedding
+
+    @property
+    def general(self) -> EmbeddedSeparator | MaskNetSeparator:
+        """The first general network (one place: `networks` holds it under FIRST_NETWORK)."""
+        return self.networks[FIRST_NETWORK]
 
     def other_networks(self) -> dict:
         """The general networks beside the first, by name (as the constructor takes them)."""
