@@ -143,6 +143,40 @@ def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, tmp
     assert "must lie beside its file" in capsys.readouterr().err
 
 
+def test_ensemble_runs_are_kept_and_read_back(calibration_dir, tmp_path, capsys):
+    """`--runs FILE` keeps each item's runs: a second calibration reads them instead of running the networks (an
+    item's kept runs swapped for another's give that other item's figures), and runs of other networks are refused
+    before any model loads."""
+    import torch
+
+    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
+
+    first = tmp_path / "weights" / "first.safetensors"
+    first.parent.mkdir()
+    shutil.copy(shipped_weights(), first)
+    shutil.copy(shipped_weights().with_suffix(".json"), first.with_suffix(".json"))
+    torch.manual_seed(0)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    command = ["calibrate", str(calibration_dir), "--general", str(first), "--ensemble",
+               str(first.parent / "alt.safetensors"), "--runs", str(tmp_path / "runs.json"), "--json"]
+    assert main(command) == 0
+    made = last_json(capsys)["calibration"]
+    kept = json.loads((tmp_path / "runs.json").read_text())
+    assert {name: entry["weights"] for name, entry in kept["networks"].items()} == {"general": "first.safetensors",
+                                                                                   "alt": "alt.safetensors"}
+    assert sorted(kept["items"]) == [f"{calibration_dir}/item0", f"{calibration_dir}/item1"]  # the speech item: expert
+    kept["items"][f"{calibration_dir}/item1"] = kept["items"][f"{calibration_dir}/item0"]
+    (tmp_path / "runs.json").write_text(json.dumps(kept))
+    assert main(command) == 0
+    read_back = last_json(capsys)["calibration"]
+    assert read_back["bell"]["si_sdri_db"] == made["phone ringing"]["si_sdri_db"]
+    assert read_back["bell"]["alone_si_sdri_db"] == made["phone ringing"]["alone_si_sdri_db"]
+    torch.manual_seed(1)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    assert main(command) == 2
+    assert "holds the runs of other networks" in capsys.readouterr().err
+
+
 def test_a_blend_serves_where_networks_err_apart_and_one_network_where_they_agree():
     """Two estimates with independent errors: their mean halves the error power (+3 dB), so the blend serves; two
     equal estimates: a blend adds nothing, so the first network serves alone."""

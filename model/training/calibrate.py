@@ -46,6 +46,7 @@ BLEND_STEP = 0.1  # the grid of a blend's weights
 BLEND_MARGIN_DB = 0.1  # a blend of networks serves a class where it beats the best one alone by this much (the more
 # networks a stream runs, the more it costs)
 SPLIT_FFT, SPLIT_HOP = 512, 128
+SAVE_EVERY = 20  # items between two writes of a --runs file
 
 
 def set_floor(separator, branch: str, floor) -> None:
@@ -95,6 +96,15 @@ class ItemRuns:
         return cls(vectors @ vectors.T, vectors @ reference, float(reference @ reference),
                    si_sdr_db(mixture, target))
 
+    def to_json(self) -> dict:
+        return {"gram": self.gram.tolist(), "cross": self.cross.tolist(), "energy": self.energy,
+                "mixture_db": self.mixture_db}
+
+    @classmethod
+    def from_json(cls, row: dict) -> "ItemRuns":
+        return cls(np.asarray(row["gram"], np.float64), np.asarray(row["cross"], np.float64), float(row["energy"]),
+                   float(row["mixture_db"]))
+
     def improvement(self, coefficients: np.ndarray) -> np.ndarray:
         """SI-SDR improvement (dB) of each row of coefficients [K, runs·bands] (as `evaluate.si_sdr_db` computes
         it)."""
@@ -142,9 +152,11 @@ def floor_runs(separator, items, progress: bool = True) -> dict[str, tuple[str, 
     return dict(sorted(runs.items()))
 
 
-def ensemble_runs(separators: list, items, progress: bool = True) -> dict[str, list[ItemRuns]]:
+def ensemble_runs(separators: list, items: list[tuple[str, object]], kept: "RunsFile | None" = None,
+                  progress: bool = True) -> dict[str, list[ItemRuns]]:
     """Each item the general branch serves, run through each separator (the default model with one general network
-    each, all at floor 0) and through the first at floor 1: class -> runs."""
+    each, all at floor 0) and through the first at floor 1: class -> runs. `items` are (key, item) pairs; items
+    whose key a `kept` runs file holds are read from it, the new ones written to it as they are made."""
     from tqdm import tqdm
 
     from samstream.model.composite import GENERAL
@@ -152,17 +164,54 @@ def ensemble_runs(separators: list, items, progress: bool = True) -> dict[str, l
 
     first = separators[0]
     estimates = [composite_estimator(separator, None) for separator in separators]
-    served = [item for item in items if unscorable(item) is None and item.enrollment is None
+    served = [(key, item) for key, item in items if unscorable(item) is None and item.enrollment is None
               and first.plan(item.prompt)[0] == GENERAL]
+    known = kept.items if kept is not None else {}
     runs: dict[str, list[ItemRuns]] = {}
-    for item in tqdm(served, desc="calibrate", unit="item", disable=not progress, file=sys.stderr):
-        plain = [estimate(item) for estimate in estimates]
-        set_floor(first, GENERAL, 1.0)
-        kept = estimates[0](item)
-        set_floor(first, GENERAL, 0.0)
-        runs.setdefault(item.target_class, []).append(
-            ItemRuns.of([*plain, kept], item.mixture, item.target, item.sample_rate))
+    made = 0
+    for key, item in tqdm(served, desc="calibrate", unit="item", disable=not progress, file=sys.stderr):
+        if key not in known:
+            plain = [estimate(item) for estimate in estimates]
+            set_floor(first, GENERAL, 1.0)
+            kept_input = estimates[0](item)
+            set_floor(first, GENERAL, 0.0)
+            known[key] = ItemRuns.of([*plain, kept_input], item.mixture, item.target, item.sample_rate).to_json()
+            made += 1
+            if kept is not None and made % SAVE_EVERY == 0:
+                kept.save()
+        runs.setdefault(item.target_class, []).append(ItemRuns.from_json(known[key]))
+    if kept is not None and made:
+        kept.save()
     return dict(sorted(runs.items()))
+
+
+@dataclass
+class RunsFile:
+    """`--runs FILE`: each item's ensemble runs (`ItemRuns`, by set and item name) with the networks that made
+    them, so that blends can be chosen again (other sets pooled, another rule) without running the networks again.
+    Only the networks are checked: the file stays valid while the sets and the default model's code do."""
+
+    path: Path
+    networks: dict
+    items: dict[str, dict]
+
+    @classmethod
+    def open(cls, path: Path, networks: dict) -> "RunsFile":
+        from samstream.model.errors import UserFacingError
+
+        if not path.is_file():
+            return cls(path, networks, {})
+        table = json.loads(path.read_text())
+        if table.get("networks") != networks:
+            raise UserFacingError(f"--runs {path} holds the runs of other networks: give another file, or delete it "
+                                  "to run these networks afresh")
+        return cls(path, networks, table["items"])
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_suffix(self.path.suffix + ".part")
+        part.write_text(json.dumps({"networks": self.networks, "items": self.items}))
+        part.replace(self.path)
 
 
 def blend_grid(networks: int) -> np.ndarray:
@@ -255,6 +304,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ensemble file (default: model/weights/ensemble.json, or NAME.ensemble.json beside other "
                              f"weights); a blend serves a class where it beats the best network alone by "
                              f"{BLEND_MARGIN_DB} dB")
+    parser.add_argument("--runs", type=Path, metavar="FILE",
+                        help="with --ensemble: keep each item's runs through the networks in FILE (JSON) and read "
+                             "those it holds instead of running them again (to choose blends again: other sets "
+                             "pooled, another rule); valid while the sets and the default model's code are unchanged")
     add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
@@ -269,7 +322,9 @@ def run(args: argparse.Namespace) -> int:
     from samstream.model.training.evaluate import load_items
 
     torch.set_num_threads(args.threads)
-    items = [item for directory in args.directories
+    if args.runs is not None and not args.ensemble:
+        raise UserFacingError("--runs keeps the runs of an --ensemble calibration: add --ensemble WEIGHTS...")
+    items = [(f"{os.path.normpath(directory)}/{item.name}", item) for directory in args.directories
              for item in load_items(directory, per_class=args.per_class, classes=args.classes)]
     weights = args.general or shipped_weights()
     if not weights.is_file():
@@ -279,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or floors_file(weights)
     sha256 = file_sha256(weights)
     separator = load_default(mask_floor=0.0, general_weights=weights)  # one floor for every prompt, set per run below
-    runs = floor_runs(separator, items)
+    runs = floor_runs(separator, [item for _, item in items])
     if not runs:
         raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator or the speech "
                               "expert serves (enrollments go to the voice picker): build a set with `samstream data "
@@ -325,8 +380,9 @@ def run_ensemble(args: argparse.Namespace, items, weights: Path) -> int:
             raise UserFacingError(f"{path}: the networks of an ensemble must lie beside its file ({out.parent}): copy "
                                   "the weights (and their .json) there")
     networks = {name: {"weights": path.name, "sha256": file_sha256(path)} for name, path in paths.items()}
+    kept = RunsFile.open(args.runs, networks) if args.runs is not None else None
     separators = [load_default(mask_floor=0.0, general_weights=path) for path in paths.values()]
-    runs = ensemble_runs(separators, items)
+    runs = ensemble_runs(separators, items, kept)
     if not runs:
         raise UserFacingError(f"{', '.join(map(str, args.directories))}: no items the general separator serves: build "
                               "a set with `samstream data build-eval`")
