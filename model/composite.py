@@ -92,10 +92,11 @@ FIRST_NETWORK = "general"  # the shipped general weights' name in a blend
 @dataclass(frozen=True)
 class Blend:
     """How the general branch serves a prompt: general networks by name with the weight of each one's output (they
-    sum to 1) and the mask floor every one of them keeps. The networks' outputs are masks of the same input, so the
-    blend is one mask: the weighted mean of theirs."""
+    sum to 1; one weight, or one per band of FLOOR_BAND_EDGES_HZ summing to 1 in each band) and the mask floor every
+    one of them keeps. The networks' outputs are masks of the same input, so the blend is one mask: the weighted
+    mean of theirs, each network's mask times its weight."""
 
-    weights: tuple[tuple[str, float], ...]
+    weights: tuple[tuple[str, Floor], ...]
     floor: Floor
 
     @property
@@ -287,7 +288,8 @@ class CompositeSeparator:
         if branch == GENERAL:
             blend = self.general_for(route, spans, example)
             return [self.networks[name].init_stream(self.general_text(route, prompt), spans, example,
-                                                    mask_floor=blend.floor) for name in blend.networks]
+                                                    mask_floor=blend.floor, mask_weight=weight)
+                    for name, weight in blend.weights]
         if branch == VOICE:
             # The picker's prompt: the enrollment clip's speaker embedding, and the gender's canonical wording when
             # the text beside the clip names one.
@@ -361,9 +363,9 @@ class CompositeSeparator:
         if branch == state.branch == GENERAL and blend.networks == state.blend.networks:
             # The general networks' own context (cached keys/values, recurrent state) carries on; the session
             # crossfades from the old separation meanwhile.
-            for name, network_state in zip(blend.networks, state.branch_state):
+            for (name, weight), network_state in zip(blend.weights, state.branch_state):
                 self.networks[name].set_prompt(network_state, self.general_text(route, prompt), spans, example,
-                                               mask_floor=blend.floor)
+                                               mask_floor=blend.floor, mask_weight=weight)
             state.blend = blend
         else:
             state.branch_state = self._branch_state(branch, route, prompt, spans, example)
@@ -414,13 +416,11 @@ class CompositeSeparator:
             out = self.refiner.stream_step([s.branch_state for s in states], both[:, 0], expert=both[:, 1])[:, 0]
         elif branch == VOICE:
             out = self.voice.stream_step([s.branch_state for s in states], np.stack(inputs))[:, 0]
-        else:  # the blend's networks (the same for every state here), each output by each state's weight for it
+        else:  # the blend's networks (the same for every state here), each weighing its mask by each state's weight
             heard = np.stack(inputs)
             out = np.zeros_like(heard)
             for index, name in enumerate(states[0].blend.networks):
-                weights = np.array([[s.blend.weights[index][1]] for s in states], np.float32)
-                network_states = [s.branch_state[index] for s in states]
-                out += weights * self.networks[name].stream_step(network_states, heard, steps)[:, 0]
+                out += self.networks[name].stream_step([s.branch_state[index] for s in states], heard, steps)[:, 0]
         return np.stack([s.align(row) for s, row in zip(states, out)])
 
     @torch.inference_mode()
@@ -514,7 +514,8 @@ class CompositeSeparator:
         return {"branch": branch, "class": route.target_class, "similarity": round(float(route.similarity), 3),
                 "mask_floor": None if floor is None else lowest_share(floor),
                 "band_floors": list(floor) if isinstance(floor, tuple) else None,
-                "general_networks": dict(blend.weights) if blend else None}
+                "general_networks": {name: list(weight) if isinstance(weight, tuple) else weight
+                                     for name, weight in blend.weights} if blend else None}
 
     @staticmethod
     def close(state: CompositeState) -> None:
@@ -629,22 +630,27 @@ def load_ensemble(path: Path) -> tuple[dict[str, Path], dict[str, Blend]]:
                                  f"calibrate --ensemble` to calibrate the blends again, or delete {path}")
         paths[name] = weights
     del paths[FIRST_NETWORK]  # checked: the blends were calibrated with these first weights
-    blends = {cls: Blend(tuple((name, float(weight)) for name, weight in row["networks"].items()),
+    blends = {cls: Blend(tuple((name, tuple(weight) if isinstance(weight, list) else float(weight))
+                               for name, weight in row["networks"].items()),
                          tuple(row["floor"]) if isinstance(row["floor"], list) else float(row["floor"]))
               for cls, row in table["blends"].items()}
     return paths, blends
 
 
 def check_blend(blend: Blend, networks: dict, cls: str) -> Blend:
-    """A blend whose networks exist, whose weights are shares summing to 1 and whose floor is a floor."""
+    """A blend whose networks exist, whose weights are shares (one, or one per band) summing to 1 in every band and
+    whose floor is a floor."""
     unknown = [name for name in blend.networks if name not in networks]
     if unknown or not blend.weights:
         raise ValueError(f"the blend of {cls!r} names no general network or unknown ones ({', '.join(unknown)}): the "
                          f"networks are {', '.join(networks)}")
-    weights = [check_share(weight, f"the weight of {name!r} in the blend of {cls!r}") for name, weight in blend.weights]
-    if abs(sum(weights) - 1.0) > 1e-6:
-        raise ValueError(f"the weights of the blend of {cls!r} must sum to 1, got {sum(weights):g}")
-    return Blend(blend.weights, check_floor(blend.floor, f"the mask floor of {cls!r}"))
+    weights = tuple((name, check_floor(weight, f"the weight of {name!r} in the blend of {cls!r}"))
+                    for name, weight in blend.weights)
+    per_band = np.sum([np.broadcast_to(weight, len(FLOOR_BAND_EDGES_HZ) + 1) for _, weight in weights], 0)
+    if np.abs(per_band - 1.0).max() > 1e-6:
+        raise ValueError(f"the weights of the blend of {cls!r} must sum to 1 in every band, got "
+                         f"{', '.join(f'{total:g}' for total in per_band)}")
+    return Blend(weights, check_floor(blend.floor, f"the mask floor of {cls!r}"))
 
 
 def file_sha256(path) -> str:

@@ -279,6 +279,7 @@ class StreamState:
     next_frame: int = 0  # index of the first pending frame
     emitted: int = 0  # output samples emitted so far
     mask_floor: Floor = 0.0  # the share of the mixture this session's mask keeps at least (`EmbeddedSeparator._mask`)
+    mask_weight: Floor = 1.0  # the share of this network's mask in a blend of general networks (composite.Blend)
 
 
 class EmbeddedSeparator:
@@ -398,14 +399,18 @@ class EmbeddedSeparator:
                       solver)
         return self._mask(final)
 
-    def _mask(self, state: torch.Tensor, floors: list[Floor] | None = None) -> torch.Tensor:
+    def _mask(self, state: torch.Tensor, floors: list[Floor] | None = None,
+              weights: list[Floor] | None = None) -> torch.Tensor:
         """The solver's final state [N, frames, bins] as a mask, lifted to at least each row's floor (default
         `mask_floor` for every row): where the network cannot find the target, a floor keeps that much of the
-        mixture instead of a confidently wrong silence."""
+        mixture instead of a confidently wrong silence; then times each row's weight in a blend, if any."""
         floors = floors or [self.mask_floor] * state.shape[0]
         c = self.config
         floor = torch.stack([floor_per_bin(f, c.bins, self.sample_rate, c.n_fft) for f in floors])[:, None, :]
-        return floor + (1.0 - floor) * state_to_mask(state)
+        mask = floor + (1.0 - floor) * state_to_mask(state)
+        if weights is not None and any(weight != 1.0 for weight in weights):
+            mask = mask * torch.stack([floor_per_bin(w, c.bins, self.sample_rate, c.n_fft) for w in weights])[:, None]
+        return mask
 
     # -- streaming --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -421,9 +426,11 @@ class EmbeddedSeparator:
         return out[self.delay_samples : self.delay_samples + len(wav)]
 
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                    example_rate: int | None = None, mask_floor: Floor | None = None) -> StreamState:
+                    example_rate: int | None = None, mask_floor: Floor | None = None,
+                    mask_weight: Floor = 1.0) -> StreamState:
         """A fresh session. `example` is an example clip at `example_rate` (default: the model rate), or a
-        (clip, rate) pair; `mask_floor` overrides the separator's for this session."""
+        (clip, rate) pair; `mask_floor` overrides the separator's for this session; `mask_weight` is its mask's
+        share in a blend of networks."""
         if prompt is None and not spans and example is None:
             raise PromptError("give a prompt: text, a time span, or an audio example")
         if example is not None and not isinstance(example, tuple):
@@ -437,14 +444,17 @@ class EmbeddedSeparator:
             mixture_delay=np.zeros(self.delay_samples, dtype=np.float32),
             ola_tail=np.zeros(c.n_fft - c.hop, dtype=np.float32),
             mask_floor=check_floor(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"),
+            mask_weight=check_floor(mask_weight, "mask_weight"),
         )
 
     def set_prompt(self, state: StreamState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
-                   example_rate: int | None = None, mask_floor: Floor | None = None) -> None:
+                   example_rate: int | None = None, mask_floor: Floor | None = None,
+                   mask_weight: Floor = 1.0) -> None:
         """Switch a session to a new prompt from its next chunk. Cached context keys/values keep the old prompt's
         influence until they slide out of the attention window (the engine crossfades meanwhile)."""
-        fresh = self.init_stream(prompt, spans, example, example_rate, mask_floor)
-        state.prompt, state.anchors, state.mask_floor = fresh.prompt, fresh.anchors, fresh.mask_floor
+        fresh = self.init_stream(prompt, spans, example, example_rate, mask_floor, mask_weight)
+        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+        state.mask_floor, state.mask_weight = fresh.mask_floor, fresh.mask_weight
 
     @torch.inference_mode()
     def stream_step(self, states: list[StreamState], chunk: np.ndarray, steps: int | None = None) -> np.ndarray:
@@ -538,7 +548,8 @@ class EmbeddedSeparator:
             out, _ = model.network(noisy, None, positions, prompt, mask, past, state_time, self.fused)
             return model.velocity(out, x, t)
 
-        mask = self._mask(solve(velocity, noise, solver), [s.mask_floor for s in states])
+        mask = self._mask(solve(velocity, noise, solver), [s.mask_floor for s in states],
+                          [s.mask_weight for s in states])
         spectra = torch.stack([torch.stack(s.pending_spectra[:frames_c]) for s in states])
         keep = (c.context_chunks - 1) * frames_c
         for row, state in enumerate(states):

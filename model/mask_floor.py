@@ -4,6 +4,9 @@ returns (part of) the mixture instead of a confidently wrong silence (docs/model
 A floor is one share for every frequency, or one per band of FLOOR_BAND_EDGES_HZ (below 500 Hz, 500-1500,
 1500-4000, above 4000 Hz): a class a network finds in some bands and not in others (applause, door, bell) keeps more
 of its input where it cannot. Both general separators (model/embedded.py, model/masknet.py) take them per stream.
+
+The same shares weigh a network's mask in a blend of general networks (model/composite.py, `Blend`): one weight
+for every frequency, or one per band where the networks are best at different frequencies.
 """
 
 from __future__ import annotations

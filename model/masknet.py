@@ -277,10 +277,12 @@ class MaskNet(nn.Module):
         return self.anchor_embed(anchors)
 
     def estimate(self, spectra: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor, state=None,
-                 expert_spectra: torch.Tensor | None = None, floor: torch.Tensor | None = None):
+                 expert_spectra: torch.Tensor | None = None, floor: torch.Tensor | None = None,
+                 weight: torch.Tensor | None = None):
         """spectra [B, T + lookahead, bins] complex, anchors [B,T], prompt [B,cond_dim] (and, for the refiner, the
         expert estimate's spectra, framed alike) -> the target's spectra [B,T,bins], state. `floor` [B, bins]: the
-        share of the input each row keeps at least (model/mask_floor.py)."""
+        share of the input each row keeps at least (model/mask_floor.py); `weight` [B, bins]: each row's share in
+        a blend of networks."""
         features = log_magnitude(spectra)
         if self.config.expert_input:
             if expert_spectra is None:
@@ -296,6 +298,8 @@ class MaskNet(nn.Module):
             target = 1.2 * torch.sigmoid(keep) * expert_spectra[:, : logits.shape[1]] + torch.sigmoid(add) * mixture
         if floor is not None:
             target = floor[:, None, :] * mixture + (1.0 - floor[:, None, :]) * target
+        if weight is not None:
+            target = weight[:, None, :] * target
         return target, state
 
     def separate_waveform(self, wav: torch.Tensor, anchors: torch.Tensor, prompt: torch.Tensor,
@@ -336,6 +340,7 @@ class MaskNetState:
     mixture_delay: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     expert_stft: StftStream | None = None  # the speech refiner's: the expert estimate's frames
     mask_floor: Floor = 0.0  # the share of the mixture this session keeps at least (model/mask_floor.py)
+    mask_weight: Floor = 1.0  # the share of this network's output in a blend of general networks (composite.Blend)
 
 
 class MaskNetSeparator:
@@ -404,20 +409,23 @@ class MaskNetSeparator:
         frames = -(-(len(wav) + self.config.n_fft - self.config.hop) // self.config.hop)
         anchors = self.anchor_ids(self.anchor_list(spans), 0, frames)[None]
         vector = self.prompt_vector(prompt, example, speaker)
-        return self.model.separate_waveform(wav[None], anchors, vector, floor=self._floors([self.mask_floor]))[0].numpy()
+        floor = self._per_bin([self.mask_floor], 0.0)
+        return self.model.separate_waveform(wav[None], anchors, vector, floor=floor)[0].numpy()
 
-    def _floors(self, floors: list[Floor]) -> torch.Tensor | None:
-        """Per-row floors as shares per bin [N, bins]; None when every row keeps none (the network's own mask)."""
-        if not any(floors):
+    def _per_bin(self, shares: list[Floor], neutral: float) -> torch.Tensor | None:
+        """Per-row floors or blend weights as shares per bin [N, bins]; None when every row's is `neutral` (no
+        floor, the whole output)."""
+        if all(share == neutral for share in shares):
             return None
         c = self.config
-        return torch.stack([floor_per_bin(f, c.bins, self.sample_rate, c.n_fft) for f in floors])
+        return torch.stack([floor_per_bin(share, c.bins, self.sample_rate, c.n_fft) for share in shares])
 
     # -- streaming ------------------------------------------------------------------------------------------
     def init_stream(self, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
                     example_rate: int | None = None, speaker: np.ndarray | None = None,
-                    mask_floor: Floor | None = None) -> MaskNetState:
-        """A stream for this prompt; `mask_floor` overrides the separator's for this session."""
+                    mask_floor: Floor | None = None, mask_weight: Floor = 1.0) -> MaskNetState:
+        """A stream for this prompt; `mask_floor` overrides the separator's for this session; `mask_weight` is its
+        output's share in a blend of networks."""
         if prompt is None and not spans and example is None and speaker is None:
             raise PromptError("give a prompt: text, a time span, an audio example or a speaker embedding")
         if example is not None and not isinstance(example, tuple):
@@ -427,14 +435,16 @@ class MaskNetSeparator:
                             stft=StftStream(c.n_fft, c.hop, c.lookahead_frames),
                             mixture_delay=np.zeros(self.delay_samples, np.float32),
                             expert_stft=StftStream(c.n_fft, c.hop, c.lookahead_frames) if c.expert_input else None,
-                            mask_floor=check_floor(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"))
+                            mask_floor=check_floor(self.mask_floor if mask_floor is None else mask_floor, "mask_floor"),
+                            mask_weight=check_floor(mask_weight, "mask_weight"))
 
     def set_prompt(self, state: MaskNetState, prompt: str | None = None, spans: Sequence[Span] = (), example=None,
                    example_rate: int | None = None, speaker: np.ndarray | None = None,
-                   mask_floor: Floor | None = None) -> None:
+                   mask_floor: Floor | None = None, mask_weight: Floor = 1.0) -> None:
         """A new prompt from the next chunk on; the recurrent state carries on (the engine crossfades)."""
-        fresh = self.init_stream(prompt, spans, example, example_rate, speaker, mask_floor)
-        state.prompt, state.anchors, state.mask_floor = fresh.prompt, fresh.anchors, fresh.mask_floor
+        fresh = self.init_stream(prompt, spans, example, example_rate, speaker, mask_floor, mask_weight)
+        state.prompt, state.anchors = fresh.prompt, fresh.anchors
+        state.mask_floor, state.mask_weight = fresh.mask_floor, fresh.mask_weight
 
     @torch.inference_mode()
     def stream_step(self, states: list[MaskNetState], chunk: np.ndarray, steps: int | None = None,
@@ -462,7 +472,8 @@ class MaskNetSeparator:
             expert_spectra = (torch.stack([s.expert_stft.take(c.chunk_frames) for s in group]) if c.expert_input
                               else None)
             target, network = self.model.estimate(spectra, anchors, prompt, _batch_states([s.network for s in group]),
-                                                  expert_spectra, self._floors([s.mask_floor for s in group]))
+                                                  expert_spectra, self._per_bin([s.mask_floor for s in group], 0.0),
+                                                  self._per_bin([s.mask_weight for s in group], 1.0))
             for row, state in enumerate(group):
                 state.network = _row_state(network, row, len(group))
                 state.next_frame += c.chunk_frames

@@ -11,8 +11,8 @@ from fixtures.real_audio import at_snr, real_sounds, real_speech
 from samstream.clients.cli import main
 from samstream.model.composite import load_default
 from samstream.model.embedded import shipped_weights
-from samstream.model.training.calibrate import (BLEND_MARGIN_DB, GRID, MIN_BAND_GAIN_DB, ItemRuns, blend_summary,
-                                                 set_floor)
+from samstream.model.training.calibrate import (BLEND_MARGIN_DB, GRID, MIN_BAND_GAIN_DB, ItemRuns, band_split,
+                                                 blend_summary, set_floor)
 from samstream.model.training.evaluate import composite_estimator, evaluate, load_items
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -128,7 +128,8 @@ def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, tmp
     shipped = load_default(mask_floor=0.0, general_weights=first)
     blended = CompositeSeparator(shipped.general, shipped.voice, True, shipped.refiner, {}, 0.0, others, blends)
     for cls, row in table["calibration"].items():
-        assert sum(row["networks"].values()) == pytest.approx(1.0) and row["n"] == 1
+        per_band = np.sum([np.broadcast_to(w, 4) for w in row["networks"].values()], 0)
+        assert per_band == pytest.approx(np.ones(4)) and row["n"] == 1
         alone = row["alone_si_sdri_db"]
         if len(row["networks"]) > 1:  # a blend beats every network alone by the margin
             assert row["si_sdri_db"] >= max(alone.values()) + BLEND_MARGIN_DB
@@ -195,6 +196,20 @@ def test_a_blend_serves_where_networks_err_apart_and_one_network_where_they_agre
     assert blend_summary(slightly, ["general", "alt"])["networks"] == {"general": 1.0}
     better = [ItemRuns.of([target + errors[0], target + 0.5 * errors[0], mixture], mixture, target, 16000)]
     assert blend_summary(better, ["general", "alt"])["networks"] == {"alt": 1.0}
+
+
+def test_a_blend_weighs_each_band_to_the_network_best_there():
+    """One network errs above 4 kHz, the other below 500 Hz: weights per band take each band from the one that is
+    right there, far better than any one blend."""
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal(16000)
+    mixture = target + rng.standard_normal(16000)
+    high_error, low_error = band_split(0.5 * rng.standard_normal(16000), 16000)[[3, 0]]
+    runs = [ItemRuns.of([target + high_error, target + low_error, mixture], mixture, target, 16000)]
+    blend = blend_summary(runs, ["general", "alt"])
+    assert blend["networks"]["general"][0] == 1.0 and blend["networks"]["alt"][3] == 1.0
+    assert np.sum(list(blend["networks"].values()), 0) == pytest.approx(np.ones(4))
+    assert blend["si_sdri_db"] >= max(blend["alone_si_sdri_db"].values()) + 10.0
 
 
 def test_floors_of_other_weights_are_refused(tmp_path):

@@ -40,8 +40,14 @@ def stream(model, x: np.ndarray, rate: int, prompt: Prompt, seed: int = 0) -> tu
     return target, residual
 
 
+def spectra(signal: np.ndarray) -> np.ndarray:
+    """[bins, frames] complex STFT (512 points, hop 128)."""
+    frames = np.lib.stride_tricks.sliding_window_view(signal, 512)[::128] * np.hanning(512)
+    return np.fft.rfft(frames, axis=1).T
+
+
 def snr_db(estimate, reference) -> float:
-    return 10 * np.log10(np.sum(reference**2) / max(np.sum((estimate - reference) ** 2), 1e-30))
+    return 10 * np.log10(np.sum(np.abs(reference) ** 2) / max(np.sum(np.abs(estimate - reference) ** 2), 1e-30))
 
 
 @pytest.mark.parametrize("text", ["speech", "dog barking"])
@@ -135,8 +141,9 @@ def test_a_general_mask_network_serves_the_general_prompts_with_their_floors(mod
 
 def test_a_blend_of_general_networks_is_the_weighted_mean_of_their_outputs(model, speech_in_sounds, tmp_path):
     """With more general networks, a class's blend streams through each of them at its floor and outputs their
-    weighted mean; other prompts stream through the first network alone; streams batch, and prompt changes between
-    blends, and from one network's to a blend, are in step."""
+    weighted mean (with weights per band: each band from the networks weighted for it); other prompts stream through
+    the first network alone; streams batch, and prompt changes between blends, and from one network's to a blend,
+    are in step."""
     import torch
 
     from samstream.model.composite import Blend, CompositeSeparator, load_general
@@ -146,13 +153,14 @@ def test_a_blend_of_general_networks_is_the_weighted_mean_of_their_outputs(model
     save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), tmp_path / "alt.safetensors", {"task": "general"})
     alternate = load_general(tmp_path / "alt.safetensors", mask_floor=0.15)
     blends = {"bell": Blend((("general", 0.25), ("alt", 0.75)), 0.3), "water": Blend((("alt", 1.0),), 0.3),
-              "door": Blend((("general", 0.5), ("alt", 0.5)), (0.0, 0.2, 0.4, 1.0))}
+              "door": Blend((("general", (1.0, 0.5, 0.5, 0.0)), ("alt", (0.0, 0.5, 0.5, 1.0))), (0.0, 0.2, 0.4, 0.1))}
     blended = CompositeSeparator(model.general, model.voice, True, model.refiner, model.class_floors,
                                  model.expert_floor, {"alt": alternate}, blends)
-    floors = {**model.class_floors, "bell": 0.3, "water": 0.3}
+    floors = {**model.class_floors, "bell": 0.3, "water": 0.3, "door": (0.0, 0.2, 0.4, 0.1)}
     first = CompositeSeparator(model.general, model.voice, True, model.refiner, floors, model.expert_floor)
     second = CompositeSeparator(alternate, model.voice, True, model.refiner, floors, model.expert_floor)
     assert blended.understand("bell")["general_networks"] == {"general": 0.25, "alt": 0.75}
+    assert blended.understand("door")["general_networks"] == {"general": [1.0, 0.5, 0.5, 0.0], "alt": [0.0, 0.5, 0.5, 1.0]}
     assert blended.describe_state(blended.init_stream("bell"))["mask_floor"] == 0.3
     assert blended.understand("dog barking") == first.understand("dog barking")
     assert first.understand("dog barking")["general_networks"] == {"general": 1.0}
@@ -163,6 +171,14 @@ def test_a_blend_of_general_networks_is_the_weighted_mean_of_their_outputs(model
     assert snr_db(bell, first.stream_file(mixture, "bell")) < 30  # the two networks differ
     assert snr_db(blended.stream_file(mixture, "water"), second.stream_file(mixture, "water")) > 60
     assert snr_db(blended.stream_file(mixture, "dog barking"), first.stream_file(mixture, "dog barking")) > 60
+    # per band: below 500 Hz the first network's output, above 4000 Hz the other's, between them their mean
+    door = [spectra(x) for x in (blended.stream_file(mixture, "door"), first.stream_file(mixture, "door"),
+                                 second.stream_file(mixture, "door"))]
+    hz = np.fft.rfftfreq(512, 1 / 16000)
+    low, middle, high = hz < 400, (hz > 600) & (hz < 3900), hz > 4200
+    assert snr_db(door[0][low], door[1][low]) > 30 and snr_db(door[0][high], door[2][high]) > 30
+    assert snr_db(door[0][middle], (door[1][middle] + door[2][middle]) / 2) > 30
+    assert snr_db(door[1][high], door[2][high]) < 20  # the two networks differ there
     prompts = ("bell", "water", "door", "dog barking", "speech")
     states = [blended.init_stream(p) for p in prompts]
     hop = blended.chunk_samples
@@ -190,7 +206,7 @@ def test_the_shipped_default_model_blends_its_general_networks(model, speech_in_
     blended"), as the engine serves them."""
     widest = max(model.blends, key=lambda cls: len(model.blends[cls].weights))
     assert len(model.blends[widest].weights) > 1 and set(model.networks) >= set(model.blends[widest].networks)
-    assert model.understand(widest)["general_networks"] == dict(model.blends[widest].weights)
+    assert list(model.understand(widest)["general_networks"]) == list(model.blends[widest].networks)
     mixture = speech_in_sounds[0][: 3 * 16000]
     served, _ = stream(model, mixture, 16000, Prompt(text=widest))
     assert snr_db(served, model.stream_file(mixture, widest)) > 60
@@ -205,6 +221,10 @@ def test_blends_name_known_networks_with_weights_summing_to_one(model):
         make(Blend((("general", 0.5), ("alt", 0.5)), 0.0))
     with pytest.raises(ValueError, match="must sum to 1"):
         make(Blend((("general", 0.5),), 0.0))
+    with pytest.raises(ValueError, match="must sum to 1 in every band, got 1, 1, 1, 0.9"):
+        make(Blend((("general", (0.5, 0.5, 1.0, 0.4)), ("general", (0.5, 0.5, 0.0, 0.5))), 0.0))
+    with pytest.raises(ValueError, match="one share per band"):
+        make(Blend((("general", (0.5, 0.5)), ("general", 0.5)), 0.0))
     with pytest.raises(ValueError, match="mask floor of 'bell'"):
         make(Blend((("general", 1.0),), 1.5))
 

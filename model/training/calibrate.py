@@ -16,7 +16,10 @@ so per-band figures are close to a real run, not exact). `--ensemble` blends gen
 through every network at floor 0 (and the input kept, floor 1, once), the same algebra scores any weighted mean of
 their outputs at any floor, and each class gets the blend of the weight grid (BLEND_STEP) that separated its items
 best, with its floors chosen as above, where it beats the best network alone by BLEND_MARGIN_DB (else that network,
-at its own floors, if it beats the first by as much, else the first); the blends are written to the ensemble file (`composite.ensemble_file`). The floors are written beside the general weights with
+at its own floors, if it beats the first by as much, else the first); then weights per band (the same split), searched
+one band at a time within each group of MAX_BLENDED networks (a blend weighs no more: each costs a stream its
+compute), where they beat that by BAND_BLEND_MARGIN_DB. The blends are written to the ensemble file (`composite.ensemble_file`); `--runs`
+keeps the runs, so that blends can be chosen again without running the networks. The floors are written beside the general weights with
 their SHA-256 (`load_floors` refuses floors calibrated for other weights); `--general` calibrates a training
 snapshot instead of the shipped weights, so that candidates are compared inside the default model, each with its
 own floors. Calibrate on sets other than the one
@@ -45,6 +48,9 @@ BAND_SWEEPS = 3
 BLEND_STEP = 0.1  # the grid of a blend's weights
 BLEND_MARGIN_DB = 0.1  # a blend of networks serves a class where it beats the best one alone by this much (the more
 # networks a stream runs, the more it costs)
+BAND_BLEND_MARGIN_DB = 0.1  # weights per band serve where they beat the class's blend (or network) by this much
+MAX_BLENDED = 2  # networks in one blend at most: each costs a stream its compute, and a third added nothing on the
+# calibration items (docs/model_card.md, "Weights per band")
 SPLIT_FFT, SPLIT_HOP = 512, 128
 SAVE_EVERY = 20  # items between two writes of a --runs file
 
@@ -115,15 +121,18 @@ class ItemRuns:
 
 
 def combination(floors: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Coefficients of the runs (`ItemRuns`) for networks blended by weights [K, networks] at band floors [K, bands]:
-    each network's plain run by its weight times (1 − floor), the kept input by the floor."""
-    plain = weights[:, :, None] * (1.0 - floors)[:, None, :]
+    """Coefficients of the runs (`ItemRuns`) for networks blended by weights [K, networks] (or one per band, [K,
+    networks, bands], summing to 1 in each band) at band floors [K, bands]: each network's plain run by its weight
+    times (1 − floor), the kept input by the floor."""
+    if weights.ndim == 2:
+        weights = np.repeat(weights[:, :, None], floors.shape[1], 2)
+    plain = weights * (1.0 - floors)[:, None, :]
     return np.concatenate([plain, floors[:, None, :]], 1).reshape(len(floors), -1)
 
 
 def mean_improvement(runs: list[ItemRuns], floors: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Mean improvement over items at each row of floors [K, bands], of one network or of networks blended by
-    weights [networks] -> [K]."""
+    weights [networks] (or [networks, bands]) -> [K]."""
     weights = np.ones(1) if weights is None else np.asarray(weights, np.float64)
     coefficients = combination(floors, np.repeat(weights[None], len(floors), 0))
     return np.mean([item.improvement(coefficients) for item in runs], 0)
@@ -215,17 +224,18 @@ class RunsFile:
 
 
 def blend_grid(networks: int) -> np.ndarray:
-    """Every weight vector over `networks` on the BLEND_STEP grid (summing to 1) [K, networks]."""
+    """Every weight vector over `networks` on the BLEND_STEP grid (summing to 1) with at most MAX_BLENDED networks
+    weighted [K, networks]."""
     steps = round(1 / BLEND_STEP)
     return np.array([weights for weights in itertools.product(range(steps + 1), repeat=networks)
-                     if sum(weights) == steps], np.float64) / steps
+                     if sum(weights) == steps and sum(w > 0 for w in weights) <= MAX_BLENDED], np.float64) / steps
 
 
 def blend_summary(runs: list[ItemRuns], names: list[str]) -> dict:
     """A class's blend: the weights and floors that separated its items best, where the blend beats every network
     alone (at its own floors) by BLEND_MARGIN_DB; else the network alone that did best, the first (`names[0]`, the
-    shipped one) unless another beats it by BLEND_MARGIN_DB (a smaller lead is noise on these items). Figures of
-    each network alone beside."""
+    shipped one) unless another beats it by BLEND_MARGIN_DB (a smaller lead is noise on these items). Then weights
+    per band, where they beat that by BAND_BLEND_MARGIN_DB. Figures of each network alone beside."""
     alone = {name: summary(runs, bands=True, weights=np.eye(len(names))[index]) for index, name in enumerate(names)}
     best_alone = max(alone, key=lambda name: alone[name]["si_sdri_db"])
     if alone[best_alone]["si_sdri_db"] < alone[names[0]]["si_sdri_db"] + BLEND_MARGIN_DB:
@@ -233,16 +243,48 @@ def blend_summary(runs: list[ItemRuns], names: list[str]) -> dict:
     grid = blend_grid(len(names))
     floors = np.stack([uniform(f) for f in GRID])
     trials = combination(np.tile(floors, (len(grid), 1)), np.repeat(grid, len(floors), 0))
-    scores = np.mean([item.improvement(trials) for item in runs], 0)
-    weights = grid[int(np.argmax(scores)) // len(floors)]
+    scores = np.mean([item.improvement(trials) for item in runs], 0).reshape(len(grid), len(floors))
+    weights = grid[np.unravel_index(np.argmax(scores), scores.shape)[0]]
     blended = summary(runs, bands=True, weights=weights)
     best_score = max(row["si_sdri_db"] for row in alone.values())
     if (weights > 0).sum() > 1 and blended["si_sdri_db"] >= best_score + BLEND_MARGIN_DB:
         chosen, share = blended, {name: round(float(w), 3) for name, w in zip(names, weights) if w > 0}
     else:
         chosen, share = alone[best_alone], {best_alone: 1.0}
+    # weights per band, where the networks are best at different frequencies: searched within each group of
+    # MAX_BLENDED networks from the group's best blend of one weight and one floor
+    found = []
+    for group in itertools.combinations(range(len(names)), min(MAX_BLENDED, len(names))):
+        rows = np.flatnonzero(np.delete(grid, group, axis=1).sum(1) == 0)  # the blends within the group
+        start, floor = np.unravel_index(np.argmax(scores[rows]), (len(rows), len(floors)))
+        found.append(best_band_blend(runs, grid[rows], grid[rows[start]], floors[floor]))
+    band_weights, band_floors, band_score = max(found, key=lambda row: row[2])
+    if (band_weights != band_weights[:, :1]).any() and band_score >= chosen["si_sdri_db"] + BAND_BLEND_MARGIN_DB:
+        share = {name: [round(float(w), 3) for w in row] for name, row in zip(names, band_weights) if row.any()}
+        chosen = {"floor": [float(f) for f in band_floors], "si_sdri_db": round(band_score, 3)}
     return {"networks": share, "floor": chosen["floor"], "si_sdri_db": chosen["si_sdri_db"], "n": len(runs),
             "alone_si_sdri_db": {name: row["si_sdri_db"] for name, row in alone.items()}}
+
+
+def best_band_blend(runs: list[ItemRuns], grid: np.ndarray, weights: np.ndarray,
+                    floors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weights per band [networks, bands] and band floors, searched one band at a time from a blend's weights
+    [networks] and floors [bands] (each band's weights from the rows of `grid`, its floor from GRID) while the mean
+    improves -> weights, floors, their mean improvement."""
+    weights = np.repeat(weights[:, None], len(floors), 1)
+    shares = np.array(GRID)
+    best = float(mean_improvement(runs, floors[None], weights)[0])
+    for _ in range(BAND_SWEEPS):
+        for band in range(len(floors)):
+            trial_weights = np.repeat(weights[None], len(grid) * len(shares), 0)
+            trial_weights[:, :, band] = np.repeat(grid, len(shares), 0)
+            trial_floors = np.repeat(floors[None], len(grid) * len(shares), 0)
+            trial_floors[:, band] = np.tile(shares, len(grid))
+            scores = np.mean([item.improvement(combination(trial_floors, trial_weights)) for item in runs], 0)
+            if scores.max() > best + 1e-9:
+                k = int(np.argmax(scores))
+                best, weights, floors = float(scores[k]), trial_weights[k], trial_floors[k]
+    return weights, floors, best
 
 
 def uniform(floor: float) -> np.ndarray:
@@ -402,7 +444,8 @@ def run_ensemble(args: argparse.Namespace, items, weights: Path) -> int:
     print(f"{'class':>16}  {'n':>3}  SI-SDRi  blend (weights; floor)  | each network alone")
     for cls, row in blends.items():
         print(f"{cls:>16}  {row['n']:>3}  {row['si_sdri_db']:+6.2f}  "
-              f"{' '.join(f'{name} {w:g}' for name, w in row['networks'].items())}; {floor_text(row['floor'])}  | "
+              f"{', '.join(f'{name} {floor_text(w)}' for name, w in row['networks'].items())}; "
+              f"{floor_text(row['floor'])}  | "
               f"{' '.join(f'{name} {score:+.2f}' for name, score in row['alone_si_sdri_db'].items())}")
     return report_written(out, table, args.json)
 
