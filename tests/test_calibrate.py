@@ -37,6 +37,23 @@ def calibration_dir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def two_networks(tmp_path):
+    """General weights beside each other, as an ensemble needs them: a copy of the shipped DiT (-> its path) and a
+    band-split mask network with random weights, alt.safetensors."""
+    import torch
+
+    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
+
+    first = tmp_path / "weights" / "first.safetensors"
+    first.parent.mkdir()
+    shutil.copy(shipped_weights(), first)
+    shutil.copy(shipped_weights().with_suffix(".json"), first.with_suffix(".json"))
+    torch.manual_seed(0)
+    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    return first
+
+
 def last_json(capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
@@ -104,20 +121,12 @@ def test_a_snapshot_is_calibrated_beside_itself_and_scored_with_its_own_floors(c
     assert "missing.safetensors not found" in capsys.readouterr().err
 
 
-def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, tmp_path, capsys):
+def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, two_networks, capsys):
     """`--ensemble`: each class gets the blend of the networks (or one network alone) that separated its items best,
     written beside the weights; the default model built from the file scores what calibration found."""
-    import torch
-
     from samstream.model.composite import CompositeSeparator, load_ensemble, load_general
-    from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
 
-    first = tmp_path / "weights" / "first.safetensors"
-    first.parent.mkdir()
-    shutil.copy(shipped_weights(), first)
-    shutil.copy(shipped_weights().with_suffix(".json"), first.with_suffix(".json"))
-    torch.manual_seed(0)
-    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    first = two_networks
     assert main(["calibrate", str(calibration_dir), "--general", str(first), "--ensemble",
                  str(first.parent / "alt.safetensors"), "--json"]) == 0
     table = last_json(capsys)
@@ -144,7 +153,7 @@ def test_ensemble_blends_are_the_best_of_the_grid_and_exact(calibration_dir, tmp
     assert "must lie beside its file" in capsys.readouterr().err
 
 
-def test_ensemble_runs_are_kept_and_read_back(calibration_dir, tmp_path, capsys):
+def test_ensemble_runs_are_kept_and_read_back(calibration_dir, two_networks, tmp_path, capsys):
     """`--runs FILE` keeps each item's runs: a second calibration reads them instead of running the networks (an
     item's kept runs swapped for another's give that other item's figures), and runs of other networks are refused
     before any model loads."""
@@ -152,12 +161,7 @@ def test_ensemble_runs_are_kept_and_read_back(calibration_dir, tmp_path, capsys)
 
     from samstream.model.masknet import MaskNet, MaskNetConfig, save_masknet
 
-    first = tmp_path / "weights" / "first.safetensors"
-    first.parent.mkdir()
-    shutil.copy(shipped_weights(), first)
-    shutil.copy(shipped_weights().with_suffix(".json"), first.with_suffix(".json"))
-    torch.manual_seed(0)
-    save_masknet(MaskNet(MaskNetConfig(body="bandsplit")), first.parent / "alt.safetensors", {"task": "general"})
+    first = two_networks
     command = ["calibrate", str(calibration_dir), "--general", str(first), "--ensemble",
                str(first.parent / "alt.safetensors"), "--runs", str(tmp_path / "runs.json"), "--json"]
     assert main(command) == 0
