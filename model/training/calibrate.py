@@ -293,20 +293,6 @@ def uniform(floor: float) -> np.ndarray:
     return np.full(len(FLOOR_BAND_EDGES_HZ) + 1, floor)
 
 
-def best_band_floors(runs: list[ItemRuns], start: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """Band floors from GRID, one band at a time from `start` everywhere, while the mean improves."""
-    floors = uniform(start)
-    best = mean_improvement(runs, floors[None], weights)[0]
-    for _ in range(BAND_SWEEPS):
-        for band in range(len(floors)):
-            trials = np.repeat(floors[None], len(GRID), 0)
-            trials[:, band] = GRID
-            scores = mean_improvement(runs, trials, weights)
-            if scores.max() > best + 1e-9:
-                best, floors = float(scores.max()), trials[int(np.argmax(scores))]
-    return floors
-
-
 def summary(runs: list[ItemRuns], bands: bool, weights: np.ndarray | None = None) -> dict:
     """The class's floor (one, or one per band where that beats it by MIN_BAND_GAIN_DB) and its figures, for one
     network or networks blended by `weights`."""
@@ -316,8 +302,9 @@ def summary(runs: list[ItemRuns], bands: bool, weights: np.ndarray | None = None
     one = GRID[int(np.argmax(per_floor))]  # the smallest floor on ties
     floor, score = one, float(per_floor[GRID.index(one)])
     if bands:
-        band_floors = best_band_floors(runs, one, weights)
-        band_score = float(mean_improvement(runs, band_floors[None], weights)[0])
+        # the band floors alone: the blend's weights kept in every band
+        fixed = np.ones(1) if weights is None else np.asarray(weights, np.float64)
+        _, band_floors, band_score = best_band_blend(runs, fixed[None], fixed, uniform(one))
         if band_score >= score + MIN_BAND_GAIN_DB:
             floor, score = [float(f) for f in band_floors], band_score
     return {"n": len(runs), "floor": floor, "si_sdri_db": round(score, 3),
